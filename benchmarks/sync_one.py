@@ -1,0 +1,87 @@
+"""One measured sync, run in its own process so its peak RSS is its own.
+
+    python benchmarks/sync_one.py --mode makini|rest_api --base-url URL --token T --db PATH
+
+Prints one JSON line: mode, records, seconds, records_per_s, peak_rss_mb.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+ENTITY_PATHS = ["purchase-orders", "work-orders", "assets", "inventory-items", "vendors"]
+
+
+def run_makini(args) -> int:
+    from makini_sync.profiles import Profile, load_profile
+    from makini_sync.sync import run_sync
+
+    base = load_profile("duckdb")
+    profile = Profile(base.name, base.destination, base.loader_file_format, {**base.settings, "credentials": args.db})
+    result = run_sync(profile, base_url=args.base_url, api_token=[args.token], pipeline_name="bench_makini")
+    if not result.ok:
+        raise SystemExit(f"sync failed: {result.report.failures}")
+    return sum(result.report.records.values())
+
+
+def run_rest_api(args) -> int:
+    import dlt
+    from dlt.sources.rest_api import rest_api_source
+
+    os.environ["NORMALIZE__DATA_WRITER__DISABLE_COMPRESSION"] = "true"
+    source = rest_api_source({
+        "client": {
+            "base_url": args.base_url,
+            "auth": {"type": "bearer", "token": args.token},
+            "paginator": {"type": "cursor", "cursor_path": "next_cursor", "cursor_param": "cursor"},
+        },
+        "resource_defaults": {
+            "primary_key": "id",
+            "write_disposition": "merge",
+            "endpoint": {"params": {"limit": 500}, "data_selector": "data"},
+        },
+        "resources": [
+            {
+                "name": path.replace("-", "_"),
+                "endpoint": {
+                    "path": f"api/v1/{path}",
+                    "incremental": {"cursor_path": "updated_at", "start_param": "modified_after",
+                                    "initial_value": "1970-01-01T00:00:00.000Z"},
+                },
+            }
+            for path in ENTITY_PATHS
+        ],
+    })
+    pipeline = dlt.pipeline("bench_rest_api", destination=dlt.destinations.duckdb(args.db), dataset_name="makini")
+    pipeline.run(source, loader_file_format="parquet")
+    counts = pipeline.last_trace.last_normalize_info.row_counts
+    return sum(v for k, v in counts.items() if "__" not in k and not k.startswith("_dlt"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--mode", choices=["makini", "rest_api"], required=True)
+    parser.add_argument("--base-url", required=True)
+    parser.add_argument("--token", required=True)
+    parser.add_argument("--db", required=True)
+    args = parser.parse_args()
+    started = time.perf_counter()
+    records = run_makini(args) if args.mode == "makini" else run_rest_api(args)
+    seconds = time.perf_counter() - started
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(orjson.dumps({"mode": args.mode, "records": records, "seconds": round(seconds, 2),
+                        "records_per_s": round(records / seconds) if seconds else 0,
+                        "peak_rss_mb": round(peak_mb)}).decode())
+
+
+if __name__ == "__main__":
+    main()

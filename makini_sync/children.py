@@ -1,0 +1,40 @@
+"""Child tables (purchase order line items) follow their parent's version.
+
+Every child row carries the ``updated_at`` of the parent version it came
+with. After a load, rows whose parent now holds a different version are left
+over from an older version (a line removed when the order changed, or the
+older copy of an order seen twice in one walk) and are deleted: no orphans.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import dlt
+
+from sources.makini.settings import CONNECTION_COLUMN, ID_COLUMN, UPDATED_AT_COLUMN, Entity
+
+logger = logging.getLogger(__name__)
+
+
+def prune_superseded_children(pipeline: dlt.Pipeline, entities: list[Entity]) -> None:
+    """Delete child rows that belong to a superseded parent version."""
+    loaded = {
+        name for name, table in pipeline.default_schema.tables.items() if table.get("columns")
+    } if pipeline.default_schema_name else set()
+    children = [(e, c) for e in entities for c in e.children if {e.table, c.table} <= loaded]
+    if not children:
+        return
+    with pipeline.sql_client() as client:
+        for entity, child in children:
+            parent_t = client.make_qualified_table_name(entity.table)
+            child_t = client.make_qualified_table_name(child.table)
+            q = client.escape_column_name
+            sql = (
+                f"DELETE FROM {child_t} WHERE EXISTS (SELECT 1 FROM {parent_t} p"
+                f" WHERE p.{q(CONNECTION_COLUMN)} = {child_t}.{q(CONNECTION_COLUMN)}"
+                f" AND p.{q(ID_COLUMN)} = {child_t}.{q(child.parent_column)}"
+                f" AND p.{q(UPDATED_AT_COLUMN)} <> {child_t}.{q(child.version_column)})"
+            )
+            client.execute_sql(sql)
+            logger.debug("pruned superseded rows of %s", child.table)

@@ -1,0 +1,72 @@
+"""Destination profiles: named settings in ``destinations.toml``, secrets elsewhere."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import dlt
+from dlt.common.destination import Destination
+
+from sources.makini.errors import ConfigurationError
+
+DEFAULT_PROFILES = Path(__file__).resolve().parent.parent / "destinations.toml"
+SECRET_KEYS = frozenset({"credentials", "password", "private_key", "private_key_passphrase", "token"})
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    destination: str
+    loader_file_format: Optional[str] = None
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def build(self) -> Destination:
+        """The dlt destination, configured under ``destination.<profile name>``."""
+        return Destination.from_reference(
+            self.destination, destination_name=self.name, **self.settings
+        )
+
+
+def load_profiles(path: Optional[Path] = None) -> dict[str, Profile]:
+    path = Path(path or DEFAULT_PROFILES)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigurationError(f"no destination profiles file at {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigurationError(f"{path} is not valid TOML: {exc}") from None
+    profiles = {}
+    for name, body in raw.items():
+        if not isinstance(body, dict) or "destination" not in body:
+            raise ConfigurationError(f"profile [{name}] in {path} needs a `destination` key")
+        leaked = SECRET_KEYS.intersection(body)
+        if leaked:
+            raise ConfigurationError(
+                f"profile [{name}] in {path} holds {', '.join(sorted(leaked))}: secrets do not "
+                f"belong in that file; set DESTINATION__{name.upper()}__CREDENTIALS or .dlt/secrets.toml"
+            )
+        settings = {k: v for k, v in body.items() if k not in ("destination", "loader_file_format")}
+        profiles[name] = Profile(name, body["destination"], body.get("loader_file_format"), settings)
+    return profiles
+
+
+def load_profile(name: str, path: Optional[Path] = None) -> Profile:
+    profiles = load_profiles(path)
+    if name not in profiles:
+        raise ConfigurationError(
+            f"unknown destination {name!r}: destinations.toml defines {', '.join(profiles)}"
+        )
+    return profiles[name]
+
+
+def make_pipeline(profile: Profile, pipeline_name: str = "makini_sync", **kwargs: Any) -> dlt.Pipeline:
+    """The project's dlt pipeline: dataset ``makini``, state under dlt's data dir."""
+    return dlt.pipeline(
+        pipeline_name=pipeline_name,
+        destination=profile.build(),
+        dataset_name="makini",
+        **kwargs,
+    )

@@ -1,0 +1,25 @@
+"""The closing summary a sync prints for the operator."""
+
+from __future__ import annotations
+
+from .sync import SyncResult
+
+
+def render_summary(result: SyncResult) -> str:
+    lines = [
+        f"makini sync into {result.destination}: {result.seconds:.1f} s",
+        f"  {'table':<32}{'loaded':>10}{'inserted':>10}{'updated':>10}{'total':>10}",
+    ]
+    for table, s in result.tables.items():
+        lines.append(f"  {table:<32}{s.loaded:>10}{s.inserted:>10}{s.updated:>10}{s.total:>10}")
+    for failure in result.report.failures:
+        lines.append(f"  FAILED {failure}")
+    return "\n".join(lines)
+
+
+def failure_line(result: SyncResult) -> str:
+    failed = result.report.failed_connections
+    return (
+        f"makini sync failed for {len(failed)} connection(s) ({', '.join(failed)}); "
+        "the other connections were loaded. See the FAILED lines above."
+    )

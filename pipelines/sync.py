@@ -1,0 +1,83 @@
+"""python -m pipelines.sync: sync Makini into a destination (cron-friendly).
+
+Exit codes: 0 all connections synced; 1 a connection or the load failed;
+2 the configuration or the command line is wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import sys
+from typing import Iterator, Optional
+
+from dlt.common.configuration.exceptions import ConfigFieldMissingException
+from dlt.pipeline.exceptions import PipelineStepFailed
+
+from makini_sync.profiles import load_profile
+from makini_sync.summary import failure_line, render_summary
+from makini_sync.sync import run_sync
+from sources.makini.errors import ConfigurationError
+
+logger = logging.getLogger("makini_sync")
+
+
+def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m pipelines.sync", description=__doc__.split("\n")[0])
+    parser.add_argument("--destination", default="duckdb", help="a profile in destinations.toml (default: duckdb)")
+    parser.add_argument("--entities", default=None, help="comma-separated, e.g. purchase_orders,vendors (default: all)")
+    parser.add_argument("--full-refresh", action="store_true", help="drop the tables and bookmarks, and reload everything")
+    parser.add_argument("--sandbox", action="store_true", help="start the bundled Makini sandbox and sync from it (no token needed)")
+    parser.add_argument("--sandbox-size", type=int, default=2000, help="purchase orders per sandbox connection (default: 2000)")
+    parser.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING (default) or ERROR")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser.parse_args(argv)
+
+
+@contextlib.contextmanager
+def makini_endpoint(args: argparse.Namespace) -> Iterator[dict]:
+    """Source settings: the sandbox's when --sandbox, else dlt config (empty dict)."""
+    if not args.sandbox:
+        yield {}
+        return
+    from makini_sandbox import Sandbox
+
+    sizes = {"purchase-orders": args.sandbox_size}
+    with Sandbox(seed=7, sizes=sizes, connections=2) as sandbox:
+        logger.warning("sandbox running at %s with %d connections", sandbox.base_url, len(sandbox.tokens))
+        yield {"base_url": sandbox.base_url, "api_token": sandbox.tokens}
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    progress = None if args.no_progress or not sys.stderr.isatty() else "enlighten"
+    try:
+        profile = load_profile(args.destination)
+        with makini_endpoint(args) as endpoint:
+            result = run_sync(
+                profile,
+                entities=args.entities.split(",") if args.entities else None,
+                full_refresh=args.full_refresh,
+                progress=progress,
+                **endpoint,
+            )
+    except ConfigurationError as exc:
+        print(f"makini sync: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except ConfigFieldMissingException as exc:
+        print(f"makini sync: missing configuration: {exc}", file=sys.stderr)
+        return 2
+    except PipelineStepFailed as exc:
+        print(f"makini sync: the {exc.step} step failed: {exc.exception}", file=sys.stderr)
+        return 1
+    print(render_summary(result))
+    if not result.ok:
+        print(failure_line(result), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

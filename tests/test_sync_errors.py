@@ -1,0 +1,81 @@
+"""Fatal errors fail fast with a message naming connection, entity, request id and what to do."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.sync_support import fresh_sandbox, isolated_dlt  # noqa: F401
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_cli(tmp_path, base_url, token, *args, log_level="WARNING"):
+    env = {
+        **os.environ,
+        "SOURCES__MAKINI__BASE_URL": base_url,
+        "SOURCES__MAKINI__API_TOKEN": token,
+        "DESTINATION__DUCKDB__CREDENTIALS": str(tmp_path / "cli.duckdb"),
+        "DLT_DATA_DIR": str(tmp_path / "dlt"),
+        "RUNTIME__REQUEST_TIMEOUT": "5",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "pipelines.sync", "--entities", "vendors", "--log-level", log_level, *args],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+    )
+
+
+def test_bad_token_is_unauthorized(fresh_sandbox, tmp_path):
+    run = run_cli(tmp_path, fresh_sandbox.base_url, "mk_live_not_a_real_token")
+    assert run.returncode == 1
+    assert "401 UNAUTHORIZED" in run.stdout
+    assert "request id req_" in run.stdout
+    assert "connection #1" in run.stdout and "api_token" in run.stdout
+    assert "mk_live_not_a_real_token" not in run.stdout + run.stderr
+
+
+def test_reauthorization_required_says_to_reconnect(fresh_sandbox, tmp_path):
+    connection = fresh_sandbox.connections[0]
+    fresh_sandbox.control.set_connection_status(connection["id"], "reauthorization_required")
+    run = run_cli(tmp_path, fresh_sandbox.base_url, connection["token"])
+    assert run.returncode == 1
+    assert "REAUTHORIZATION_REQUIRED" in run.stdout and "reconnect the system in Makini" in run.stdout
+    assert connection["token"] not in run.stdout + run.stderr
+
+
+def test_not_found_names_the_entity_and_base_url(fresh_sandbox, tmp_path):
+    connection = fresh_sandbox.connections[0]
+    run = run_cli(tmp_path, fresh_sandbox.base_url + "/wrong-prefix", connection["token"])
+    assert run.returncode == 1
+    assert "404 NOT_FOUND" in run.stdout and "base_url" in run.stdout
+
+
+def test_offline_connection_gives_up_after_the_retry_budget(fresh_sandbox, tmp_path):
+    from tests.sync_support import sync
+    from sources.makini.client import RetryPolicy
+
+    connection = fresh_sandbox.connections[0]
+    fresh_sandbox.control.set_connection_status(connection["id"], "offline")
+    policy = RetryPolicy(budget_seconds=1.0, base_backoff=0.05, max_backoff=0.2)
+    result = sync(tmp_path / "w.duckdb", fresh_sandbox, tokens=[connection["token"]], retry_policy=policy, entities=["vendors"])
+    assert not result.ok
+    message = str(result.report.failures[0])
+    assert "SYSTEM_UNAVAILABLE" in message and "request id req_" in message and "rerun later" in message
+
+
+def test_missing_configuration_exits_2_naming_the_setting(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SOURCES__")}
+    env["DLT_DATA_DIR"] = str(tmp_path / "dlt")
+    run = subprocess.run([sys.executable, "-m", "pipelines.sync"], cwd=tmp_path, env={**env, "PYTHONPATH": str(REPO)},
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2
+    assert "api_token" in run.stderr or "base_url" in run.stderr
+
+
+def test_unknown_destination_exits_2(tmp_path):
+    run = subprocess.run([sys.executable, "-m", "pipelines.sync", "--destination", "oracle"], cwd=REPO,
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2
+    assert "unknown destination 'oracle'" in run.stderr
