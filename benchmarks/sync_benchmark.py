@@ -31,7 +31,7 @@ def measure(mode: str, sandbox: Sandbox, workdir: Path) -> dict:
     env = {**os.environ, "DLT_DATA_DIR": str(workdir / f"dlt_{mode}"), "RUNTIME__LOG_LEVEL": "WARNING"}
     run = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "sync_one.py"), "--mode", mode,
-         "--base-url", sandbox.base_url, "--token", sandbox.tokens[0], "--db", str(workdir / f"{mode}.duckdb")],
+         "--base-url", sandbox.base_url, "--token", sandbox.tokens[0], "--db", str(workdir / f"bench_{mode}.duckdb")],
         env=env, capture_output=True, text=True, cwd=workdir,
     )
     if run.returncode != 0:

@@ -79,3 +79,14 @@ def test_unknown_destination_exits_2(tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 2
     assert "unknown destination 'oracle'" in run.stderr
+
+
+def test_debug_log_holds_no_token(fresh_sandbox, tmp_path):
+    connection = fresh_sandbox.connections[0]
+    fresh_sandbox.control.set_faults(seed=4, rate_429=0.2, rate_503=0.2, retry_after=0)
+    run = run_cli(tmp_path, fresh_sandbox.base_url, connection["token"], log_level="DEBUG")
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, output[-2000:]
+    assert "DEBUG" in output and "retrying after" in output  # the log really was verbose
+    assert connection["token"] not in output
+    assert connection["token"][8:] not in output  # nor its secret part

@@ -66,20 +66,32 @@ def entity_resource(entity: Entity, connections: list[Connection], report: SyncR
         name=entity.table,
         primary_key=[CONNECTION_COLUMN, ID_COLUMN],
         write_disposition=MERGE,
-        columns={UPDATED_AT_COLUMN: {"dedup_sort": "desc"}},
     )()
 
 
 def entity_hints(entity: Entity) -> dict[str, Any]:
-    """dlt table hints for each child table of ``entity``."""
+    """dlt table hints for the entity's table and each of its child tables.
+
+    Every table gets its hints with its rows (rather than some on the
+    resource) so that the parent's column hints do not leak into its children.
+    """
+    parent = dlt.mark.make_hints(
+        table_name=entity.table,
+        primary_key=[CONNECTION_COLUMN, ID_COLUMN],
+        write_disposition=MERGE,
+        columns={UPDATED_AT_COLUMN: {"dedup_sort": "desc"}},
+    )
     return {
-        child.table: dlt.mark.make_hints(
+        entity.table: parent,
+        **{
+            child.table: dlt.mark.make_hints(
             table_name=child.table,
             primary_key=[CONNECTION_COLUMN, child.parent_column, child.key],
             write_disposition=MERGE,
-            columns={child.version_column: {"dedup_sort": "desc"}},
-        )
-        for child in entity.children
+                columns={child.version_column: {"dedup_sort": "desc"}},
+            )
+            for child in entity.children
+        },
     }
 
 
@@ -100,6 +112,7 @@ def walk(
     hints = entity_hints(entity)
     watermark: Optional[Watermark] = None
     progress = f"{entity.table} {connection_id}"
+    collector = _collector()
     for page in connection.client.paginate(
         entity.path,
         params=params,
@@ -120,9 +133,9 @@ def walk(
         parent = tables.pop(entity.table)
         watermark.observe(parent)
         report.page(connection_id, entity.table, parent.num_rows)
-        _progress(progress, len(page), paginator.total_count)
+        collector.update(progress, inc=len(page), total=paginator.total_count)
         if parent.num_rows:
-            yield parent
+            yield dlt.mark.with_hints(parent, hints[entity.table], create_table_variant=True)
         for table_name, table in tables.items():
             yield dlt.mark.with_hints(table, hints[table_name], create_table_variant=True)
     if watermark is not None:
@@ -140,9 +153,11 @@ def server_time(response: Any) -> Optional[datetime]:
         return None
 
 
-def _progress(label: str, records: int, total: Optional[int]) -> None:
+def _collector() -> Any:
+    """The running pipeline's progress collector (a no-op one outside a pipeline)."""
     try:
-        collector = dlt.current.pipeline().collector
+        return dlt.current.pipeline().collector
     except Exception:  # noqa: BLE001 - no active pipeline (e.g. iterating the source directly)
-        return
-    collector.update(label, inc=records, total=total)
+        from dlt.common.runtime.collector import NULL_COLLECTOR
+
+        return NULL_COLLECTOR

@@ -9,10 +9,11 @@ are cast to it; a value that cannot be is rejected with the field named.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .errors import MalformedResponse
 from .settings import (
@@ -25,7 +26,7 @@ from .settings import (
     Entity,
 )
 
-TIMESTAMP = pa.timestamp("ms", tz="UTC")
+TIMESTAMP = pa.timestamp("us", tz="UTC")
 TIMESTAMP_COLUMNS = frozenset({"created_at", UPDATED_AT_COLUMN, DELETED_AT_COLUMN})
 ARROW_TYPES = {"double": pa.float64(), "bigint": pa.int64(), "text": pa.string(), "bool": pa.bool_()}
 
@@ -75,38 +76,91 @@ class PageConverter:
             entity.deleted_at: DELETED_AT_COLUMN,
         }
         self._skip = frozenset(c.field for c in entity.children)
+        self._keys = {entity.table: (CONNECTION_COLUMN, ID_COLUMN)}
+        for child in entity.children:
+            self._keys[child.table] = (CONNECTION_COLUMN, child.parent_column, child.key)
 
-    def convert(self, records: Iterable[Any], request_id: str | None = None) -> dict[str, pa.Table]:
-        """Tables keyed by warehouse table name: the entity's, then its children's."""
-        rows: list[dict] = []
-        children: dict[str, list[dict]] = {c.table: [] for c in self.entity.children}
+    def convert(self, records: list, request_id: str | None = None) -> dict[str, pa.Table]:
+        """Tables keyed by warehouse table name: the entity's, then its children's.
+
+        The common case runs in Arrow's C++ (type inference, struct
+        flattening, list explosion); a page Arrow cannot type on its own
+        (mixed or oversized values) takes the row-by-row path.
+        """
+        self._validate(records, request_id)
+        try:
+            tables = self._convert_columnar(records)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError, TypeError):
+            tables = self._convert_rows(records, request_id)
+        return {
+            name: _required(self._stable_types(name, table, request_id), self._keys[name])
+            for name, table in tables.items()
+        }
+
+    def _validate(self, records: list, request_id: str | None) -> None:
+        pk, updated = self.entity.primary_key, self.entity.updated_at
         for index, record in enumerate(records):
             if not isinstance(record, dict):
                 raise self._malformed(f"record {index} is not an object", request_id)
-            canonical = self._canonical(record, index, request_id)
+            key = record.get(pk)
+            if not isinstance(key, (str, int)) or isinstance(key, bool) or key == "":
+                raise self._malformed(f"record {index} has no usable {pk!r}", request_id)
+            if not isinstance(record.get(updated), str):
+                raise self._malformed(f"record {key!r} has no {updated!r} timestamp", request_id)
+            for field_name in JSON_FIELDS:
+                value = record.get(field_name)
+                if value is not None and not isinstance(value, str):
+                    record[field_name] = _json_text(value)
+
+    def _convert_columnar(self, records: list) -> dict[str, pa.Table]:
+        if not records:
+            return {self.entity.table: pa.table({})}
+        table = pa.Table.from_struct_array(pa.array(records))
+        table = table.rename_columns([self._renames.get(n, n) for n in table.column_names])
+        if not pa.types.is_string(table.schema.field(ID_COLUMN).type):
+            table = table.set_column(table.schema.get_field_index(ID_COLUMN), ID_COLUMN, table[ID_COLUMN].cast(pa.string()))
+        tables: dict[str, pa.Table] = {}
+        for child in self.entity.children:
+            if child.field in table.column_names:
+                items = table[child.field].combine_chunks()
+                table = table.drop_columns([child.field])
+                if pa.types.is_null(items.type):
+                    continue
+                if not pa.types.is_list(items.type) or not pa.types.is_struct(items.type.value_type):
+                    raise TypeError("child field is not a list of objects")  # row path reports it
+                parents = pc.list_parent_indices(items)
+                rows = pa.Table.from_struct_array(pc.list_flatten(items))
+                if rows.num_rows:
+                    lines = pa.table({
+                        CONNECTION_COLUMN: pa.array([self.connection_id] * rows.num_rows, pa.string()),
+                        child.parent_column: table[ID_COLUMN].take(parents),
+                        child.version_column: table[UPDATED_AT_COLUMN].take(parents),
+                    })
+                    for name in rows.column_names:
+                        lines = lines.append_column(name, rows[name])
+                    tables[child.table] = _flatten_structs(lines)
+        table = table.add_column(0, CONNECTION_COLUMN, pa.array([self.connection_id] * table.num_rows, pa.string()))
+        return {self.entity.table: _flatten_structs(table), **tables}
+
+    def _convert_rows(self, records: list, request_id: str | None) -> dict[str, pa.Table]:
+        rows: list[dict] = []
+        children: dict[str, list[dict]] = {c.table: [] for c in self.entity.children}
+        for record in records:
+            canonical = self._canonical(record)
             rows.append(canonical)
             for child in self.entity.children:
                 children[child.table].extend(self._child_rows(child, record, canonical, request_id))
-        tables = {self.entity.table: self._table(self.entity.table, rows, request_id)}
+        tables = {self.entity.table: self._table(rows)}
         for name, child_rows in children.items():
             if child_rows:
-                tables[name] = self._table(name, child_rows, request_id)
+                tables[name] = self._table(child_rows)
         return tables
 
-    def _canonical(self, record: dict, index: int, request_id: str | None) -> dict:
+    def _canonical(self, record: dict) -> dict:
         renamed = {self._renames.get(k, k): v for k, v in record.items()}
-        key, updated = renamed.get(ID_COLUMN), renamed.get(UPDATED_AT_COLUMN)
-        if not isinstance(key, (str, int)) or isinstance(key, bool) or key == "":
-            raise self._malformed(
-                f"record {index} has no usable {self.entity.primary_key!r}", request_id
-            )
-        if not isinstance(updated, str):
-            raise self._malformed(
-                f"record {key!r} has no {self.entity.updated_at!r} timestamp", request_id
-            )
         row = {CONNECTION_COLUMN: self.connection_id}
         row.update(_flat_row(renamed, self._skip))
-        row[ID_COLUMN] = str(key)
+        row[ID_COLUMN] = str(renamed[ID_COLUMN])
         return row
 
     def _child_rows(self, child: ChildTable, record: dict, parent: dict, request_id) -> list[dict]:
@@ -128,50 +182,78 @@ class PageConverter:
             out.append(row)
         return out
 
-    def _table(self, name: str, rows: list[dict], request_id: str | None) -> pa.Table:
+    def _table(self, rows: list[dict]) -> pa.Table:
+        """Rows to a table; a column whose values Arrow cannot type together becomes text."""
         columns: dict[str, None] = {}
         for row in rows:
             for column in row:
                 columns.setdefault(column)
-        known = self._types.setdefault(name, {})
-        arrays, fields = [], []
+        arrays = {}
         for column in columns:
             values = [row.get(column) for row in rows]
-            array = self._array(column, values, known, request_id)
-            arrays.append(array)
-            fields.append(pa.field(column, array.type))
-        return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+            try:
+                arrays[column] = pa.array(values)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError):
+                arrays[column] = pa.array([None if v is None else _as_text(v) for v in values], pa.string())
+        return pa.table(arrays)
 
-    def _array(self, column: str, values: list, known: dict, request_id) -> pa.Array:
-        target = known.get(column)
-        if target is None:
-            if column in TIMESTAMP_COLUMNS or column.endswith("_updated_at"):
-                target = TIMESTAMP
-            elif column in self.entity.column_types:
-                target = ARROW_TYPES[self.entity.column_types[column]]
-        try:
+    def _stable_types(self, name: str, table: pa.Table, request_id: str | None) -> pa.Table:
+        """Cast each column to the type it has for this run (declared or first seen)."""
+        known = self._types.setdefault(name, {})
+        for index, column in enumerate(table.column_names):
+            array = table[column]
+            target = known.get(column) or self._declared_type(column)
             if target is None:
-                array = pa.array(values)
-                if pa.types.is_null(array.type):
-                    return array  # type still unknown; decide on a later page
-                known[column] = array.type
-                return array
-            array = pa.array(values, type=target) if target != TIMESTAMP else pa.array(values).cast(TIMESTAMP)
+                if not pa.types.is_null(array.type):
+                    known[column] = array.type
+                continue
+            if array.type != target:
+                try:
+                    array = array.cast(target) if not pa.types.is_null(array.type) else pa.nulls(len(array), target)
+                except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError) as exc:
+                    if target == pa.string():
+                        array = pa.array([None if v is None else _as_text(v) for v in array.to_pylist()], pa.string())
+                    else:
+                        raise self._malformed(
+                            f"field {column!r} holds a value that is not {target}: {str(exc)[:160]}", request_id
+                        ) from None
+                table = table.set_column(index, column, array)
             known[column] = target
-            return array
-        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError) as exc:
-            if target is None or target == pa.string():
-                # mixed or oversized values: keep them, losslessly, as text
-                known[column] = pa.string()
-                return pa.array([None if v is None else _as_text(v) for v in values], pa.string())
-            raise self._malformed(
-                f"field {column!r} holds a value that is not {target}: {str(exc)[:120]}", request_id
-            ) from None
+        return table
+
+    def _declared_type(self, column: str) -> pa.DataType | None:
+        if column in TIMESTAMP_COLUMNS or column.endswith("_updated_at"):
+            return TIMESTAMP
+        declared = self.entity.column_types.get(column)
+        return ARROW_TYPES[declared] if declared else None
 
     def _malformed(self, detail: str, request_id: str | None) -> MalformedResponse:
         return MalformedResponse(
             detail, connection=self.connection_id, entity=self.entity.table, request_id=request_id
         )
+
+
+def _flatten_structs(table: pa.Table) -> pa.Table:
+    """Struct columns become ``parent__child`` columns; other nested values, JSON text."""
+    while any(pa.types.is_struct(f.type) for f in table.schema):
+        table = table.flatten()
+    names = [n.replace(".", "__") for n in table.column_names]
+    table = table.rename_columns(names)
+    for index, field in enumerate(table.schema):
+        if pa.types.is_list(field.type) or pa.types.is_large_list(field.type) or pa.types.is_map(field.type):
+            text = [None if v is None else _json_text(v) for v in table[field.name].to_pylist()]
+            table = table.set_column(index, field.name, pa.array(text, pa.string()))
+    return table
+
+
+def _required(table: pa.Table, keys: tuple[str, ...]) -> pa.Table:
+    """Mark primary-key columns non-nullable, as the resource's hints declare them."""
+    schema = table.schema
+    for name in keys:
+        index = schema.get_field_index(name)
+        if index >= 0 and table[name].null_count == 0:
+            schema = schema.set(index, schema.field(index).with_nullable(False))
+    return table.cast(schema) if schema != table.schema else table
 
 
 def _as_text(value: Any) -> str:

@@ -1,0 +1,171 @@
+"""The public API (`/api/v1/...`): auth, rate limit, routing, list pages, errors.
+
+Pure request -> response logic on `SandboxState`; the HTTP layer (server.py)
+owns sockets and applies the socket-level faults (drop, slow) before calling
+`handle`. Check order: injected fault, auth (401), rate limit (429),
+route (404), connection status (401/503 on list endpoints), parameters (400).
+`GET /api/v1/connection` always answers, so a client can read its status.
+"""
+from __future__ import annotations
+
+import logging
+from typing import NamedTuple
+from urllib.parse import parse_qs
+
+import orjson
+
+from .clock import fmt_ms, parse_iso_ms
+from .cursor import CursorError, CursorState
+from .entities import DEFAULT_LIMIT, ENTITY_SPECS
+from .state import Connection, SandboxState
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/api/v1/"
+UNAUTHENTICATED = "_unauthenticated"
+_REASONS = {"500": (500, "INTERNAL_ERROR", "injected fault: internal error"),
+            "503": (503, "SYSTEM_UNAVAILABLE", "injected fault: upstream system unavailable")}
+
+
+class Response(NamedTuple):
+    status: int
+    body: bytes
+    headers: list[tuple[str, str]]
+
+
+def error(status: int, code: str, message: str, request_id: str,
+          headers: list[tuple[str, str]] | None = None) -> Response:
+    body = orjson.dumps({"error": {"code": code, "message": message, "request_id": request_id}})
+    return Response(status, body, headers or [])
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    if not authorization:
+        return None
+    scheme, _, token = authorization.strip().partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def route_key(path: str) -> str:
+    """What the request counter files a request under: the entity or endpoint name."""
+    rest = path[len(PREFIX):].strip("/") if path.startswith(PREFIX) else path
+    return rest if rest in ENTITY_SPECS or rest in ("connection", "sync-status") else path
+
+
+def handle(state: SandboxState, path: str, query: str, authorization: str | None,
+           request_id: str, fault: str | None = None) -> Response:
+    token = bearer_token(authorization)
+    conn = state.by_token.get(token) if token else None
+    resp = _handle(state, conn, path, query, request_id, fault)
+    state.counter.record(conn.id if conn else UNAUTHENTICATED, route_key(path), str(resp.status))
+    return resp
+
+
+def _handle(state: SandboxState, conn: Connection | None, path: str, query: str,
+            request_id: str, fault: str | None) -> Response:
+    if fault == "429":
+        retry = state.faults.settings.retry_after
+        return error(429, "RATE_LIMIT_EXCEEDED", f"rate limit exceeded (injected); retry after {retry} s",
+                     request_id, [("Retry-After", str(retry))])
+    if fault in _REASONS:
+        status, code, message = _REASONS[fault]
+        return error(status, code, message, request_id)
+    if conn is None:
+        return error(401, "UNAUTHORIZED", "missing or invalid bearer token", request_id)
+    now = state.clock.now_ms()
+    decision = state.limiter.check(conn.id, now)
+    rl_headers = [("X-RateLimit-Limit", str(decision.limit)), ("X-RateLimit-Remaining", str(decision.remaining))]
+    if not decision.allowed:
+        return error(429, "RATE_LIMIT_EXCEEDED",
+                     f"rate limit of {decision.limit} requests per minute exceeded for connection {conn.id}; "
+                     f"retry after {decision.retry_after} s",
+                     request_id, rl_headers + [("Retry-After", str(decision.retry_after))])
+    rest = path[len(PREFIX):].strip("/") if path.startswith(PREFIX) else None
+    if rest == "connection":
+        body = orjson.dumps({"id": conn.id, "system": conn.system, "status": conn.status})
+        return Response(200, body, rl_headers)
+    if rest == "sync-status":
+        return Response(200, orjson.dumps(_sync_status(conn)), rl_headers)
+    if rest not in ENTITY_SPECS:
+        return error(404, "NOT_FOUND", f"no such endpoint: {path}", request_id, rl_headers)
+    if conn.status == "reauthorization_required":
+        return error(401, "REAUTHORIZATION_REQUIRED",
+                     f"connection {conn.id} ({conn.system}) needs to be reauthorized; reconnect it in Makini",
+                     request_id, rl_headers)
+    if conn.status == "offline":
+        return error(503, "SYSTEM_UNAVAILABLE", f"connection {conn.id} ({conn.system}) is offline",
+                     request_id, rl_headers)
+    try:
+        body = _list(state, conn, rest, query, now)
+    except _BadRequest as exc:
+        return error(400, exc.code, str(exc), request_id, rl_headers)
+    return Response(200, body, rl_headers)
+
+
+def _sync_status(conn: Connection) -> dict:
+    failed = conn.status != "active"
+    return {
+        "status": "failed" if failed else "completed",
+        "last_successful_sync_at": fmt_ms(conn.last_change_ms),
+        "next_scheduled_sync_at": fmt_ms(conn.last_change_ms + 15 * 60_000),
+        "error": f"connection is {conn.status}" if failed else None,
+    }
+
+
+class _BadRequest(ValueError):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _list(state: SandboxState, conn: Connection, entity: str, query: str, now: int) -> bytes:
+    """One page. With a cursor, the cursor's modified_after and limit govern the
+    walk (query values for them are ignored), so a client that resends its
+    first-page parameters alongside the cursor gets a consistent walk."""
+    params = parse_qs(query, keep_blank_values=True)
+    spec = ENTITY_SPECS[entity]
+    cursor = params.get("cursor", [None])[0]
+    if cursor is not None:
+        try:
+            walk = state.cursors.decode(cursor, conn.id, entity, now)
+        except CursorError as exc:
+            raise _BadRequest("INVALID_CURSOR", str(exc)) from None
+    else:
+        walk = CursorState(None, _modified_after(params), _limit(params, spec.max_limit))
+    page = conn.stores[entity].page(walk.after, walk.min_ms, walk.limit)
+    if page.has_more:
+        token = state.cursors.encode(conn.id, entity, CursorState(page.last_key, walk.min_ms, walk.limit), now)
+        nxt = b'"' + token.encode() + b'"'
+    else:
+        nxt = b"null"
+    parts = [b'{"data":[', b",".join(page.raws), b'],"next_cursor":', nxt]
+    if conn.total_count:
+        parts.append(b',"total_count":%d' % page.total)
+    parts.append(b"}")
+    return b"".join(parts)
+
+
+def _limit(params: dict, max_limit: int) -> int:
+    raw = params.get("limit", [None])[0]
+    if raw is None:
+        return min(DEFAULT_LIMIT, max_limit)
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise _BadRequest("INVALID_PARAMETER", f"limit must be a positive integer, got {raw!r}") from None
+    if value < 1:
+        raise _BadRequest("INVALID_PARAMETER", f"limit must be a positive integer, got {raw!r}")
+    return min(value, max_limit)
+
+
+def _modified_after(params: dict) -> int | None:
+    raw = params.get("modified_after", [None])[0]
+    if raw is None:
+        return None
+    try:
+        # An unescaped "+" in "+00:00" arrives as a space after query decoding.
+        return parse_iso_ms(raw.replace(" ", "+"))
+    except ValueError:
+        raise _BadRequest("INVALID_PARAMETER",
+                          f"modified_after must be an ISO 8601 timestamp such as 2026-03-01T12:00:00.000Z, "
+                          f"got {raw!r}") from None

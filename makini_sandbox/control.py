@@ -1,0 +1,82 @@
+"""The control API (`/_sandbox/...`): what tests and benchmarks use to steer the sandbox.
+
+Unauthenticated and never subject to injected faults or rate limits; the
+server only answers it from loopback addresses. JSON in, JSON out; errors use
+the same envelope as the public API.
+
+| method | path | body / query |
+| --- | --- | --- |
+| GET | /_sandbox/info | |
+| POST | /_sandbox/mutate | connection_id, entity, update, insert, soft_delete, hard_delete, ids, seed |
+| GET | /_sandbox/truth | ?connection_id=&entity=&detail=1 |
+| GET | /_sandbox/requests | ?reset=1 |
+| POST / DELETE | /_sandbox/faults | FaultSettings fields / clears |
+| POST | /_sandbox/connection-status | connection_id, status |
+| POST | /_sandbox/total-count | connection_id, enabled |
+| POST | /_sandbox/rate-limit | per_minute |
+| POST | /_sandbox/clock | advance_seconds |
+| POST | /_sandbox/reset | (regenerates all data from the seed) |
+"""
+from __future__ import annotations
+
+from urllib.parse import parse_qs
+
+import orjson
+
+from .api import Response, error
+from .clock import fmt_ms
+from .faults import FaultSettings
+from .state import ControlError, SandboxState
+
+PREFIX = "/_sandbox/"
+
+
+def handle(state: SandboxState, method: str, path: str, query: str, body: bytes, request_id: str) -> Response:
+    try:
+        args = orjson.loads(body) if body else {}
+        if not isinstance(args, dict):
+            raise ControlError("INVALID_PARAMETER", "the request body must be a JSON object")
+        params = {k: v[-1] for k, v in parse_qs(query).items()}
+        result = _dispatch(state, method, path[len(PREFIX):].strip("/"), params, args)
+    except ControlError as exc:
+        return error(404 if exc.code == "NOT_FOUND" else 400, exc.code, str(exc), request_id)
+    except (orjson.JSONDecodeError, TypeError, ValueError, KeyError) as exc:
+        return error(400, "INVALID_PARAMETER", f"bad control request: {exc!r}", request_id)
+    return Response(200, orjson.dumps(result), [])
+
+
+def _flag(value) -> bool:
+    return str(value).lower() in ("1", "true", "yes")
+
+
+def _dispatch(state: SandboxState, method: str, what: str, params: dict, args: dict):
+    if (method, what) == ("GET", "info"):
+        return state.info()
+    if (method, what) == ("POST", "mutate"):
+        return state.mutate(
+            args["connection_id"], args["entity"], update=float(args.get("update", 0.0)),
+            insert=int(args.get("insert", 0)), soft_delete=float(args.get("soft_delete", 0.0)),
+            hard_delete=float(args.get("hard_delete", 0.0)), ids=args.get("ids"), seed=args.get("seed"))
+    if (method, what) == ("GET", "truth"):
+        return state.store(params["connection_id"], params["entity"]).truth(_flag(params.get("detail", "0")))
+    if (method, what) == ("GET", "requests"):
+        return state.counter.snapshot(reset=_flag(params.get("reset", "0")))
+    if what == "faults" and method in ("POST", "DELETE"):
+        state.faults.configure(FaultSettings(**args) if method == "POST" else FaultSettings())
+        return state.faults.describe()
+    if (method, what) == ("POST", "connection-status"):
+        state.set_status(args["connection_id"], args["status"])
+        return {"id": args["connection_id"], "status": args["status"]}
+    if (method, what) == ("POST", "total-count"):
+        state.set_total_count(args["connection_id"], args["enabled"])
+        return {"id": args["connection_id"], "total_count": bool(args["enabled"])}
+    if (method, what) == ("POST", "rate-limit"):
+        state.limiter.set_limit(int(args["per_minute"]))
+        return {"per_minute": state.limiter.per_minute}
+    if (method, what) == ("POST", "clock"):
+        now = state.clock.advance(float(args["advance_seconds"]))
+        return {"now": fmt_ms(now), "offset_seconds": state.clock.offset_ms / 1000}
+    if (method, what) == ("POST", "reset"):
+        state.reset_data()
+        return state.info()
+    raise ControlError("NOT_FOUND", f"no control endpoint {method} {PREFIX}{what}")

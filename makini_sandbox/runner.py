@@ -1,0 +1,119 @@
+"""`Sandbox`: start the sandbox server, in this process or a subprocess.
+
+Both modes serve real HTTP on loopback. The subprocess mode (the default) runs
+`python -m pipelines.sandbox --port 0 ...` and reads the one JSON line it
+prints when ready; it keeps the server's CPU work (and GIL) away from the
+process under test, which matters for benchmarks. The in-process mode runs the
+server on a daemon thread; it starts faster and suits small test fixtures.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import orjson
+
+from .client import SandboxControl
+from .entities import ENTITIES, resolve_sizes
+
+log = logging.getLogger(__name__)
+
+_PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Sandbox:
+    """Context manager: `with Sandbox(seed=7, sizes={...}) as sb: sb.base_url, sb.tokens`."""
+
+    def __init__(self, seed: int = 7, sizes: dict[str, int] | None = None, connections: int = 2,
+                 in_process: bool = False, rate_limit_per_minute: int = 10_000,
+                 host: str = "127.0.0.1", port: int = 0, startup_timeout: float = 180.0) -> None:
+        self.seed = seed
+        self.sizes = resolve_sizes(sizes)
+        self.n_connections = connections
+        self.in_process = in_process
+        self.rate_limit_per_minute = rate_limit_per_minute
+        self.host, self.port = host, port
+        self.startup_timeout = startup_timeout
+        self.base_url: str = ""
+        self.connections: list[dict] = []
+        self.control: SandboxControl | None = None
+        self._server = None
+        self._thread: threading.Thread | None = None
+        self._proc: subprocess.Popen | None = None
+
+    @property
+    def tokens(self) -> list[str]:
+        return [c["token"] for c in self.connections]
+
+    def __enter__(self) -> "Sandbox":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        if self.in_process:
+            self._start_thread()
+        else:
+            self._start_subprocess()
+        self.control = SandboxControl(self.base_url)
+        log.info("sandbox ready at %s with %d connection(s)", self.base_url, len(self.connections))
+
+    def _start_thread(self) -> None:
+        from .server import SandboxHTTPServer
+        from .state import SandboxState
+
+        state = SandboxState(self.seed, self.sizes, self.n_connections, self.rate_limit_per_minute)
+        self._server = SandboxHTTPServer(state, self.host, self.port)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="makini-sandbox", daemon=True)
+        self._thread.start()
+        self.base_url = self._server.base_url
+        self.connections = [c.public() for c in state.connections]
+
+    def _start_subprocess(self) -> None:
+        cmd = [sys.executable, "-m", "pipelines.sandbox", "--host", self.host, "--port", str(self.port),
+               "--seed", str(self.seed), "--connections", str(self.n_connections),
+               "--rate-limit", str(self.rate_limit_per_minute)]
+        for entity in ENTITIES:
+            cmd += [f"--{entity}", str(self.sizes[entity])]
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_PROJECT_ROOT), env.get("PYTHONPATH")]))
+        self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, cwd=_PROJECT_ROOT, env=env)
+        lines: queue.Queue = queue.Queue()
+        threading.Thread(target=lambda: lines.put(self._proc.stdout.readline()), daemon=True).start()
+        try:
+            line = lines.get(timeout=self.startup_timeout)
+        except queue.Empty:
+            self.stop()
+            raise TimeoutError(f"sandbox did not start within {self.startup_timeout} s") from None
+        if not line:
+            code = self._proc.wait()
+            raise RuntimeError(f"sandbox subprocess exited with code {code} before it was ready (see its stderr)")
+        ready = orjson.loads(line)
+        self.base_url = ready["base_url"]
+        self.connections = ready["connections"]
+
+    def stop(self) -> None:
+        if self.control is not None:
+            self.control.close()
+            self.control = None
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._proc is not None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+            if self._proc.stdout:
+                self._proc.stdout.close()
+            self._proc = None

@@ -1,0 +1,115 @@
+"""HTTP layer: a stdlib `ThreadingHTTPServer` speaking HTTP/1.1 with keep-alive.
+
+Why the stdlib server and not an ASGI stack: it needs no dependencies and
+gives raw socket control, which the "dropped connection" fault needs (close
+the socket without any response, as a crashed load balancer would). Each
+response is written with one `sendall` and an exact Content-Length, with
+Nagle off, so keep-alive clients never wait on delayed ACKs; the record bytes
+are pre-serialized (store.py), so a page costs a join and a write.
+"""
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import email.utils
+import socket
+import time
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from . import api, control
+from .state import SandboxState
+
+log = logging.getLogger(__name__)
+
+
+class SandboxHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128
+
+    def __init__(self, state: SandboxState, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.state = state
+        super().__init__((host, port), SandboxHandler)
+
+    @property
+    def base_url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host}:{port}"
+
+
+class SandboxHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    server_version = "MakiniSandbox/1.0"
+    server: SandboxHTTPServer
+
+    def do_GET(self) -> None:
+        self._dispatch()
+
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 - stdlib signature
+        log.debug("%s %s", self.address_string(), format % args)
+
+    def _dispatch(self) -> None:
+        request_id = "req_" + os.urandom(12).hex()
+        path, _, query = self.path.partition("?")
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length > 0 else b""
+        state = self.server.state
+        try:
+            if path.startswith(control.PREFIX):
+                if not ipaddress.ip_address(self.client_address[0]).is_loopback:
+                    resp = api.error(403, "FORBIDDEN", "the control API answers loopback clients only", request_id)
+                else:
+                    resp = control.handle(state, self.command, path, query, body, request_id)
+            elif path.startswith("/api/"):
+                fault = state.faults.draw()
+                if fault.delay:
+                    time.sleep(fault.delay)
+                if fault.kind == "drop":
+                    self._drop(path)
+                    return
+                if self.command != "GET":
+                    resp = api.error(404, "NOT_FOUND", f"no route for {self.command} {path}", request_id)
+                else:
+                    resp = api.handle(state, path, query, self.headers.get("Authorization"), request_id, fault.kind)
+            else:
+                resp = api.error(404, "NOT_FOUND", f"no such endpoint: {path}", request_id)
+        except Exception:  # a bug must still produce a well-formed 500, not a hung client
+            log.exception("sandbox failed on %s %s (request %s)", self.command, path, request_id)
+            resp = api.error(500, "INTERNAL_ERROR", "sandbox internal error", request_id)
+        self._write(resp, request_id)
+
+    def _drop(self, path: str) -> None:
+        """The dropped-connection fault: close the socket without a response."""
+        token = api.bearer_token(self.headers.get("Authorization"))
+        conn = self.server.state.by_token.get(token) if token else None
+        self.server.state.counter.record(conn.id if conn else api.UNAUTHENTICATED, api.route_key(path), "dropped")
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def _write(self, resp: api.Response, request_id: str) -> None:
+        try:
+            reason = HTTPStatus(resp.status).phrase
+        except ValueError:
+            reason = ""
+        lines = [f"HTTP/1.1 {resp.status} {reason}",
+                 "Content-Type: application/json",
+                 f"Content-Length: {len(resp.body)}",
+                 f"X-Request-Id: {request_id}",
+                 # the server's clock, as real servers send it (clients cap bookmarks with it)
+                 f"Date: {email.utils.formatdate(self.server.state.clock.now_ms() / 1000, usegmt=True)}"]
+        lines.extend(f"{k}: {v}" for k, v in resp.headers)
+        if self.close_connection:
+            lines.append("Connection: close")
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        self.log_request(resp.status, len(resp.body))
+        try:
+            self.wfile.write(head + resp.body)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True

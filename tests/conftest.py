@@ -1,0 +1,48 @@
+"""Shared fixtures. The sandbox ones: a session-wide sandbox over loopback and
+helpers that put it back the way they found it."""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import httpx
+import pytest
+
+from makini_sandbox import Sandbox, SandboxControl
+
+# Small, but above every page-size cap that tests check (500 POs, 100 vendors).
+SANDBOX_SIZES = {"purchase-orders": 600, "work-orders": 260, "assets": 80, "inventory-items": 120, "vendors": 130}
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> Iterator[Sandbox]:
+    """A running sandbox (seed 7, three connections; the third omits total_count)."""
+    with Sandbox(seed=7, sizes=SANDBOX_SIZES, connections=3, in_process=True,
+                 rate_limit_per_minute=100_000) as sb:
+        yield sb
+
+
+@pytest.fixture
+def control(sandbox: Sandbox) -> Iterator[SandboxControl]:
+    """The control client; afterwards faults are cleared, the rate limit restored and
+    every connection made active again, so one test's switches never leak into another."""
+    yield sandbox.control
+    sandbox.control.clear_faults()
+    sandbox.control.set_rate_limit(sandbox.rate_limit_per_minute)
+    for conn in sandbox.connections:
+        sandbox.control.set_connection_status(conn["id"], "active")
+
+
+@pytest.fixture
+def api_client(sandbox: Sandbox) -> Iterator[Callable[..., httpx.Client]]:
+    """Factory: api_client(i) -> httpx client authenticated as connection i (token=... to override)."""
+    clients: list[httpx.Client] = []
+
+    def make(i: int = 0, token: str | None = None) -> httpx.Client:
+        headers = {} if token == "" else {"Authorization": f"Bearer {token or sandbox.tokens[i]}"}
+        client = httpx.Client(base_url=sandbox.base_url + "/api/v1", headers=headers, timeout=10)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.close()
