@@ -10,22 +10,17 @@ from __future__ import annotations
 
 import logging
 
-import dlt
+from typing import Any
 
 from sources.makini.settings import CONNECTION_COLUMN, ID_COLUMN, UPDATED_AT_COLUMN, Entity
 
 logger = logging.getLogger(__name__)
 
 
-def prune_superseded_children(pipeline: dlt.Pipeline, entities: list[Entity]) -> None:
+def prune_superseded_children(client: Any, entities: list[Entity], loaded: set[str]) -> None:
     """Delete child rows that belong to a superseded parent version."""
-    loaded = {
-        name for name, table in pipeline.default_schema.tables.items() if table.get("columns")
-    } if pipeline.default_schema_name else set()
     children = [(e, c) for e in entities for c in e.children if {e.table, c.table} <= loaded]
-    if not children:
-        return
-    with pipeline.sql_client() as client:
+    if children:
         for entity, child in children:
             parent_t = client.make_qualified_table_name(entity.table)
             child_t = client.make_qualified_table_name(child.table)

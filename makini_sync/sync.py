@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import dlt
 
@@ -15,6 +16,8 @@ from sources.makini.report import SyncReport
 from sources.makini.settings import Entity, resolve_entities
 
 from .children import prune_superseded_children
+from .fence import SqlVersionFence, loaded_tables, sweep_tombstoned
+from .locking import dataset_lock
 from .profiles import Profile, make_pipeline
 
 logger = logging.getLogger(__name__)
@@ -65,6 +68,35 @@ def count_rows(pipeline: dlt.Pipeline, tables: Sequence[str]) -> dict[str, int]:
     return counts
 
 
+def is_sql(pipeline: dlt.Pipeline) -> bool:
+    try:
+        pipeline.sql_client()
+    except Exception:  # noqa: BLE001 - dlt raises for destinations without SQL
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def version_fence(pipeline: dlt.Pipeline, enabled: bool = True) -> Iterator[Optional[Callable]]:
+    """The fence a load of ``pipeline`` filters its batches through (None: nothing to fence)."""
+    tables = loaded_tables(pipeline)
+    if not enabled or not tables or not is_sql(pipeline):
+        yield None  # nothing stored yet, or the destination fences itself (MongoDB)
+        return
+    with pipeline.sql_client() as client:
+        yield SqlVersionFence(client, tables).fresh
+
+
+def after_load(pipeline: dlt.Pipeline, entities: Sequence[Entity]) -> None:
+    """Post-load integrity: no child rows of superseded versions, no tombstoned rows."""
+    tables = loaded_tables(pipeline)
+    if not tables or not is_sql(pipeline):
+        return
+    with pipeline.sql_client() as client:
+        sweep_tombstoned(client, entities, tables)
+        prune_superseded_children(client, list(entities), tables)
+
+
 def run_sync(
     profile: Profile,
     *,
@@ -92,16 +124,21 @@ def run_sync(
         source_args["api_token"] = api_token
     if retry_policy is not None:
         source_args["retry_policy"] = retry_policy
-    source = makini_source(**source_args)
 
     tables = table_names(chosen)
-    before = {} if full_refresh else count_rows(pipeline, tables)
-    pipeline.run(
-        source,
-        loader_file_format=profile.loader_file_format,
-        refresh="drop_resources" if full_refresh else None,
-    )
-    prune_superseded_children(pipeline, chosen)
+    with dataset_lock(profile.name):
+        pipeline.sync_destination()
+        before = {} if full_refresh else count_rows(pipeline, tables)
+        with version_fence(pipeline, enabled=not full_refresh) as fence:
+            source = makini_source(**source_args, fence=fence)
+            pipeline.extract(
+                source,
+                refresh="drop_resources" if full_refresh else None,
+                loader_file_format=profile.loader_file_format,
+            )
+        pipeline.normalize()
+        pipeline.load()
+        after_load(pipeline, chosen)
     after = count_rows(pipeline, tables)
 
     normalized = pipeline.last_trace.last_normalize_info

@@ -12,7 +12,7 @@ from __future__ import annotations
 import email.utils
 import logging
 from datetime import datetime, timezone
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import dlt
 from dlt.sources import DltResource
@@ -30,6 +30,9 @@ logger = logging.getLogger(__name__)
 
 MERGE = {"disposition": "merge", "strategy": "delete-insert"}
 
+# drops rows not newer than the destination's: (entity, tables by name) -> tables
+Fence = Callable[[Entity, dict], dict]
+
 
 @dlt.source(name="makini", max_table_nesting=0)
 def makini_source(
@@ -38,24 +41,29 @@ def makini_source(
     entities: Optional[Sequence[str]] = None,
     report: Optional[SyncReport] = None,
     retry_policy: Optional[RetryPolicy] = None,
+    fence: Optional[Fence] = None,
 ) -> list[DltResource]:
     """Makini entities for the connections whose tokens ``api_token`` holds.
 
     ``api_token`` is one token or a list of tokens (one per connection).
+    ``fence`` (see ``makini_sync.fence``) drops rows the destination already
+    holds at the same or a newer version, before they are written.
     """
     report = report if report is not None else SyncReport()
     connections = open_connections(base_url, api_token, retry_policy or RetryPolicy())
-    return [entity_resource(e, connections, report) for e in resolve_entities(entities)]
+    return [entity_resource(e, connections, report, fence) for e in resolve_entities(entities)]
 
 
-def entity_resource(entity: Entity, connections: list[Connection], report: SyncReport) -> DltResource:
+def entity_resource(
+    entity: Entity, connections: list[Connection], report: SyncReport, fence: Optional[Fence] = None
+) -> DltResource:
     def read_entity() -> Iterator[Any]:
         state = dlt.current.resource_state()
         bookmarks = state.setdefault("bookmarks", {})
         for connection in connections:
             try:
                 connection_id = connection.identify()
-                yield from walk(connection_id, connection, entity, bookmarks, report)
+                yield from walk(connection_id, connection, entity, bookmarks, report, fence)
             except MakiniError as exc:
                 report.fail(located(exc, connection.name, entity.table))
             except Exception as exc:  # noqa: BLE001 - transport errors after retries
@@ -101,6 +109,7 @@ def walk(
     entity: Entity,
     bookmarks: dict,
     report: SyncReport,
+    fence: Optional[Fence] = None,
 ) -> Iterator[Any]:
     """Every record of ``entity`` changed since the bookmark, newest version kept."""
     bookmark = Bookmark.from_state(bookmarks.get(connection_id))
@@ -130,9 +139,11 @@ def walk(
             )
         ]
         tables = converter.convert(fresh, page.response.headers.get("X-Request-Id"))
+        watermark.observe(tables[entity.table])
+        report.page(connection_id, entity.table, tables[entity.table].num_rows)
+        if fence is not None:
+            tables = fence(entity, tables)
         parent = tables.pop(entity.table)
-        watermark.observe(parent)
-        report.page(connection_id, entity.table, parent.num_rows)
         collector.update(progress, inc=len(page), total=paginator.total_count)
         if parent.num_rows:
             yield dlt.mark.with_hints(parent, hints[entity.table], create_table_variant=True)
