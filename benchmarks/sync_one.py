@@ -26,7 +26,7 @@ def run_makini(args) -> int:
     from makini_sync.sync import run_sync
 
     base = load_profile("duckdb")
-    profile = Profile(base.name, base.destination, base.loader_file_format, {**base.settings, "credentials": args.db})
+    profile = base.with_settings(credentials=args.db)
     result = run_sync(profile, base_url=args.base_url, api_token=[args.token], pipeline_name="bench_makini")
     if not result.ok:
         raise SystemExit(f"sync failed: {result.report.failures}")

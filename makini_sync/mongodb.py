@@ -22,7 +22,8 @@ Layout
       comparisons are chronological.
 
 The version fence
-    :func:`is_stale` is the rule; the database enforces the same rule
+    :func:`is_stale` (``makini_sync.fence``, shared with the SQL side) is the
+    rule; the database enforces the same rule
     atomically with ``ReplaceOne({"_id": key, "updated_at": {"$lt": new}},
     doc, upsert=True)``: when a stored version is newer or equal, the filter
     matches nothing, the upsert tries to insert a second document with the
@@ -67,6 +68,10 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError
 
+# The fence rule lives in one place, shared with the SQL destinations:
+# older is stale, equal ``updated_at`` is the same version (not written).
+from makini_sync.fence import is_stale  # noqa: F401  (re-exported)
+
 logger = logging.getLogger(__name__)
 
 CONNECTION_FIELD = "connection_id"
@@ -92,16 +97,6 @@ _RETRIES = 3
 
 class MongoDestinationError(DestinationTerminalException):
     """A batch the MongoDB destination cannot load; retrying will not help."""
-
-
-def is_stale(stored_updated_at: dt.datetime | None, incoming_updated_at: dt.datetime) -> bool:
-    """True when an incoming version must not replace the stored one.
-
-    Older than stored is stale. Equal ``updated_at`` is the *same* version,
-    so it is not written either (a no-op). Nothing stored: never stale.
-    The SQL destinations mirror exactly this rule.
-    """
-    return stored_updated_at is not None and incoming_updated_at <= stored_updated_at
 
 
 def document_key(connection_id: str, record_id: str) -> dict[str, str]:

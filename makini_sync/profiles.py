@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +14,8 @@ from dlt.common.destination import Destination
 from sources.makini.errors import ConfigurationError
 
 DEFAULT_PROFILES = Path(__file__).resolve().parent.parent / "destinations.toml"
+DEFAULT_DUCKDB_FILE = "makini_sync.duckdb"
+SYNC_KEYS = ("destination", "loader_file_format", "documents", "credentials_settings")  # read by the sync, not dlt
 SECRET_KEYS = frozenset({"credentials", "password", "private_key", "private_key_passphrase", "token"})
 
 
@@ -22,12 +25,29 @@ class Profile:
     destination: str
     loader_file_format: Optional[str] = None
     settings: dict[str, Any] = field(default_factory=dict)
+    documents: bool = False  # a document store: child rows stay embedded in their parent
+    credentials_settings: dict[str, Any] = field(default_factory=dict)
+
+    def with_settings(self, **settings: Any) -> "Profile":
+        """This profile with more destination settings (e.g. explicit credentials in tests)."""
+        return dataclasses.replace(self, settings={**self.settings, **settings})
+
+    def apply_credentials_settings(self) -> None:
+        """Non-secret connection settings (e.g. DuckDB's memory limit) as dlt config
+        defaults under ``destination.<name>.credentials``; env variables still win."""
+        for key, value in self.credentials_settings.items():
+            dlt.secrets[f"destination.{self.name}.credentials.{key}"] = value
 
     def build(self) -> Destination:
         """The dlt destination, configured under ``destination.<profile name>``."""
-        return Destination.from_reference(
-            self.destination, destination_name=self.name, **self.settings
-        )
+        settings = dict(self.settings)
+        if self.destination == "duckdb" and "credentials" not in settings and not self._database_configured():
+            settings["credentials"] = DEFAULT_DUCKDB_FILE  # dlt would name it after the profile
+        return Destination.from_reference(self.destination, destination_name=self.name, **settings)
+
+    def _database_configured(self) -> bool:
+        configured = dlt.secrets.get(f"destination.{self.name}.credentials")
+        return isinstance(configured, str) or (isinstance(configured, dict) and "database" in configured)
 
 
 def load_profiles(path: Optional[Path] = None) -> dict[str, Profile]:
@@ -48,8 +68,15 @@ def load_profiles(path: Optional[Path] = None) -> dict[str, Profile]:
                 f"profile [{name}] in {path} holds {', '.join(sorted(leaked))}: secrets do not "
                 f"belong in that file; set DESTINATION__{name.upper()}__CREDENTIALS or .dlt/secrets.toml"
             )
-        settings = {k: v for k, v in body.items() if k not in ("destination", "loader_file_format")}
-        profiles[name] = Profile(name, body["destination"], body.get("loader_file_format"), settings)
+        settings = {k: v for k, v in body.items() if k not in SYNC_KEYS}
+        profiles[name] = Profile(
+            name,
+            body["destination"],
+            body.get("loader_file_format"),
+            settings,
+            bool(body.get("documents")),
+            dict(body.get("credentials_settings") or {}),
+        )
     return profiles
 
 
@@ -64,6 +91,7 @@ def load_profile(name: str, path: Optional[Path] = None) -> Profile:
 
 def make_pipeline(profile: Profile, pipeline_name: str = "makini_sync", **kwargs: Any) -> dlt.Pipeline:
     """The project's dlt pipeline: dataset ``makini``, state under dlt's data dir."""
+    profile.apply_credentials_settings()
     return dlt.pipeline(
         pipeline_name=pipeline_name,
         destination=profile.build(),

@@ -20,8 +20,7 @@ FAST_RETRIES = RetryPolicy(budget_seconds=60, base_backoff=0.01, max_backoff=0.0
 
 def duckdb_profile(db_path: Path) -> Profile:
     profile = load_profile("duckdb")
-    return Profile(profile.name, profile.destination, profile.loader_file_format,
-                   {**profile.settings, "credentials": str(db_path)})
+    return profile.with_settings(credentials=str(db_path))
 
 
 def sync(db_path: Path, sandbox, tokens=None, **kwargs) -> SyncResult:
@@ -53,12 +52,14 @@ def line_counts(db_path: Path, connection_id: str) -> dict[str, int]:
     return dict(rows)
 
 
-def assert_exact(db_path: Path, sandbox, connection_ids=None) -> None:
+def assert_exact(db_path: Path, sandbox, connection_ids=None, entities=None) -> None:
     """Every table equals the sandbox truth: same ids, same updated_at, same line counts."""
     for connection in sandbox.connections:
         if connection_ids is not None and connection["id"] not in connection_ids:
             continue
         for entity in ENTITIES.values():
+            if entities is not None and entity.table not in entities:
+                continue
             truth = sandbox.control.truth(connection["id"], entity.slug, detail=True)
             expected = {rid: rec["updated_at"] for rid, rec in truth["records"].items()}
             got = warehouse_versions(db_path, entity.table, connection["id"])

@@ -68,6 +68,21 @@ class Bookmark:
         return self.loaded.get(record_id) == updated_at
 
 
+    def drop_loaded(self, records: pa.Table, id_field: str, updated_field: str) -> pa.Table:
+        """``records`` without the versions an earlier walk loaded (Arrow twin of ``already_loaded``)."""
+        if not self.loaded or records.num_rows == 0:
+            return records
+        ids = records[id_field].cast(pa.string())
+        candidates = pc.is_in(ids, value_set=pa.array(list(self.loaded), pa.string()))
+        if not pc.any(candidates).as_py():
+            return records
+        keep = [
+            not (hit and self.loaded.get(rid) == stamp)
+            for rid, stamp, hit in zip(ids.to_pylist(), records[updated_field].to_pylist(), candidates.to_pylist())
+        ]
+        return records.filter(pa.array(keep))
+
+
 class Watermark:
     """Tracks what one walk saw, to produce the next bookmark.
 
@@ -82,6 +97,24 @@ class Watermark:
         self.newest: Optional[datetime] = None
         self._ids_at_newest: set[str] = set()
         self._recent: dict[str, datetime] = {}  # id -> updated_at, for updated_at >= cap
+
+    def to_state(self) -> dict:
+        """What a walk interrupted between loads needs to go on (see ``WalkState``)."""
+        return {
+            "cap": iso_ms(self.cap) if self.cap else None,
+            "newest": iso_ms(self.newest) if self.newest else None,
+            "at_newest": sorted(self._ids_at_newest),
+            "recent": {rid: iso_ms(ts) for rid, ts in sorted(self._recent.items())},
+        }
+
+    @classmethod
+    def from_state(cls, previous: Bookmark, state: dict) -> "Watermark":
+        mark = cls(previous, parse_iso(state["cap"]) if state.get("cap") else None)
+        if state.get("newest"):
+            mark.newest = parse_iso(state["newest"])
+        mark._ids_at_newest = set(state.get("at_newest") or ())
+        mark._recent = {rid: parse_iso(ts) for rid, ts in (state.get("recent") or {}).items()}
+        return mark
 
     def observe(self, table: pa.Table) -> None:
         if table.num_rows == 0:

@@ -28,7 +28,13 @@ from .settings import (
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 TIMESTAMP_COLUMNS = frozenset({"created_at", UPDATED_AT_COLUMN, DELETED_AT_COLUMN})
-ARROW_TYPES = {"double": pa.float64(), "bigint": pa.int64(), "text": pa.string(), "bool": pa.bool_()}
+ARROW_TYPES = {
+    "double": pa.float64(),
+    "bigint": pa.int64(),
+    "text": pa.string(),
+    "bool": pa.bool_(),
+    "date": pa.date32(),
+}
 
 
 def _json_text(value: Any) -> str:
@@ -66,8 +72,9 @@ def _flat_row(record: dict, skip: frozenset[str]) -> dict:
 class PageConverter:
     """Converts pages of one entity of one connection; remembers column types."""
 
-    def __init__(self, entity: Entity, connection_id: str) -> None:
+    def __init__(self, entity: Entity, connection_id: str, documents: bool = False) -> None:
         self.entity = entity
+        self.documents = documents  # keep children and nested objects inside the record
         self.connection_id = connection_id
         self._types: dict[str, dict[str, pa.DataType]] = {}
         self._renames = {
@@ -112,14 +119,50 @@ class PageConverter:
                 if value is not None and not isinstance(value, str):
                     record[field_name] = _json_text(value)
 
+    def convert_arrow(self, table: pa.Table, request_id: str | None = None) -> dict[str, pa.Table]:
+        """A page Arrow's JSON reader parsed (``client.arrow_page``); a page it cannot
+        vouch for takes the checked path through ``convert``."""
+        if not self._arrow_usable(table):
+            return self.convert(table.to_pylist(), request_id)
+        for field_name in JSON_FIELDS & set(table.column_names):
+            column = table[field_name]
+            if not pa.types.is_string(column.type):
+                text = [None if v is None else _json_text(v) for v in column.to_pylist()]
+                table = table.set_column(table.schema.get_field_index(field_name), field_name, pa.array(text, pa.string()))
+        try:
+            tables = self._from_arrow(table)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError, TypeError):
+            return self.convert(table.to_pylist(), request_id)
+        return {
+            name: _required(self._stable_types(name, t, request_id), self._keys[name])
+            for name, t in tables.items()
+        }
+
+    def _arrow_usable(self, table: pa.Table) -> bool:
+        names = table.column_names
+        pk, updated = self.entity.primary_key, self.entity.updated_at
+        if table.num_rows == 0 or pk not in names or updated not in names:
+            return False
+        key, stamp = table[pk], table[updated]
+        if key.null_count or stamp.null_count or not pa.types.is_string(stamp.type):
+            return False
+        if pa.types.is_string(key.type):
+            return not pc.any(pc.equal(key, "")).as_py()
+        return pa.types.is_integer(key.type)
+
     def _convert_columnar(self, records: list) -> dict[str, pa.Table]:
         if not records:
             return {self.entity.table: pa.table({})}
-        table = pa.Table.from_struct_array(pa.array(records))
+        return self._from_arrow(pa.Table.from_struct_array(pa.array(records)))
+
+    def _from_arrow(self, table: pa.Table) -> dict[str, pa.Table]:
         table = table.rename_columns([self._renames.get(n, n) for n in table.column_names])
         if not pa.types.is_string(table.schema.field(ID_COLUMN).type):
             table = table.set_column(table.schema.get_field_index(ID_COLUMN), ID_COLUMN, table[ID_COLUMN].cast(pa.string()))
         tables: dict[str, pa.Table] = {}
+        if self.documents:
+            table = table.add_column(0, CONNECTION_COLUMN, pa.array([self.connection_id] * table.num_rows, pa.string()))
+            return {self.entity.table: table}
         for child in self.entity.children:
             if child.field in table.column_names:
                 items = table[child.field].combine_chunks()
@@ -146,6 +189,9 @@ class PageConverter:
         rows: list[dict] = []
         children: dict[str, list[dict]] = {c.table: [] for c in self.entity.children}
         for record in records:
+            if self.documents:
+                rows.append(self._document(record))
+                continue
             canonical = self._canonical(record)
             rows.append(canonical)
             for child in self.entity.children:
@@ -155,6 +201,13 @@ class PageConverter:
             if child_rows:
                 tables[name] = self._table(child_rows)
         return tables
+
+    def _document(self, record: dict) -> dict:
+        renamed = {self._renames.get(k, k): v for k, v in record.items()}
+        row = {CONNECTION_COLUMN: self.connection_id}
+        row.update({k: _json_text(v) if isinstance(v, (dict, list)) else v for k, v in renamed.items()})
+        row[ID_COLUMN] = str(renamed[ID_COLUMN])
+        return row
 
     def _canonical(self, record: dict) -> dict:
         renamed = {self._renames.get(k, k): v for k, v in record.items()}
@@ -202,6 +255,8 @@ class PageConverter:
         known = self._types.setdefault(name, {})
         for index, column in enumerate(table.column_names):
             array = table[column]
+            if pa.types.is_nested(array.type):
+                continue  # documents keep nested values as they come
             target = known.get(column) or self._declared_type(column)
             if target is None:
                 if not pa.types.is_null(array.type):

@@ -16,6 +16,7 @@ class SyncReport:
     pages: Counter = field(default_factory=Counter)  # (connection, table) -> pages
     records: Counter = field(default_factory=Counter)  # (connection, table) -> records yielded
     failures: list[MakiniError] = field(default_factory=list)
+    unfinished: set = field(default_factory=set)  # (connection, table) walks to go on with
 
     def page(self, connection: str, table: str, records: int) -> None:
         self.pages[(connection, table)] += 1

@@ -80,9 +80,20 @@ ENTITIES: dict[str, Entity] = {
                     parent_column="purchase_order_id",
                 ),
             ),
-            column_types={"quantity": "double", "line_number": "bigint"},
+            column_types={
+                "quantity": "double",
+                "line_number": "bigint",
+                "order_date": "date",
+                "required_date": "date",
+                "delivery_date": "date",
+            },
         ),
-        Entity(table="work_orders", path=f"{API_PREFIX}/work-orders", max_page_size=250),
+        Entity(
+            table="work_orders",
+            path=f"{API_PREFIX}/work-orders",
+            max_page_size=250,
+            column_types={"scheduled_start": "date", "scheduled_end": "date"},
+        ),
         Entity(table="assets", path=f"{API_PREFIX}/assets", max_page_size=500),
         Entity(
             table="inventory_items",
