@@ -29,7 +29,6 @@ from datetime import datetime, timezone
 from typing import Any, Iterable, Optional
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from sources.makini.settings import CONNECTION_COLUMN, ID_COLUMN, UPDATED_AT_COLUMN, Entity
 
@@ -51,11 +50,19 @@ def as_utc(value: datetime) -> datetime:
     return value.astimezone(timezone.utc)
 
 
-def loaded_tables(pipeline: Any) -> set[str]:
-    """Tables the destination has, as far as the pipeline's schema knows."""
+def existing_tables(pipeline: Any, names: Iterable[str]) -> set[str]:
+    """Which of ``names`` exist at the destination (asked of the destination itself:
+    the sync and the webhook processor are separate pipelines sharing tables)."""
+    names = list(names)
     if not pipeline.default_schema_name:
         return set()
-    return {name for name, t in pipeline.default_schema.tables.items() if t.get("columns")}
+    with pipeline.destination_client() as client:
+        return {name for name, columns in client.get_storage_tables(names) if columns}
+
+
+def fenced_table_names(entities: Iterable[Entity]) -> list[str]:
+    """Every table the fence and the sweeps look at, for ``entities``."""
+    return [TOMBSTONES] + [n for e in entities for n in (e.table, *(c.table for c in e.children))]
 
 
 class SqlVersionFence:

@@ -426,6 +426,16 @@ def mongodb_destination(
     name = table["name"]
     if name.startswith("_dlt"):
         return
+    if hasattr(items, "to_pylist"):  # Arrow batches (the sync yields Arrow tables)
+        items = items.to_pylist()
+    if name == TOMBSTONES:  # hard deletes, as the deltas path loads them
+        client = get_client(credentials.connection_string)
+        by_entity: dict[str, list] = {}
+        for row in items:
+            by_entity.setdefault(row["entity"], []).append((row[CONNECTION_FIELD], row[ID_FIELD], row[UPDATED_AT_FIELD]))
+        for entity_table, deletions in by_entity.items():
+            apply_hard_deletes(_database(client), entity_table, deletions)
+        return
     if "__" in name:
         raise MongoDestinationError(
             f"table {name!r} is a child table; the MongoDB destination keeps child rows "

@@ -19,7 +19,7 @@ from sources.makini.report import SyncReport
 from sources.makini.settings import Entity, resolve_entities
 
 from .children import prune_superseded_children
-from .fence import SqlVersionFence, loaded_tables, sweep_tombstoned
+from .fence import SqlVersionFence, existing_tables, fenced_table_names, sweep_tombstoned
 from .locking import dataset_lock
 from .profiles import Profile, make_pipeline
 
@@ -87,7 +87,7 @@ def version_fence(pipeline: dlt.Pipeline, tables: set[str]) -> Iterator[Optional
 
 def after_load(pipeline: dlt.Pipeline, entities: Sequence[Entity]) -> None:
     """Post-load integrity: no child rows of superseded versions, no tombstoned rows."""
-    tables = loaded_tables(pipeline)
+    tables = existing_tables(pipeline, fenced_table_names(entities))
     if not tables:
         return
     with pipeline.sql_client() as client:
@@ -155,7 +155,7 @@ def run_sync(
         before = {} if full_refresh else count_rows(pipeline, tables)
         refresh = "drop_resources" if full_refresh else None
         # a document store fences inside its own writes (see makini_sync.mongodb)
-        fenced = set() if full_refresh or profile.documents else loaded_tables(pipeline)
+        fenced = set() if full_refresh or profile.documents else existing_tables(pipeline, fenced_table_names(chosen))
         only = None
         while True:
             with version_fence(pipeline, fenced) as fence:

@@ -235,11 +235,9 @@ def snowflake_profile(name: str = "snowflake") -> Any:
     config, so it cannot come from an env variable. Credentials come from
     ``DESTINATION__SNOWFLAKE__CREDENTIALS``, set by ``fakesnow_destination``.
     """
-    from makini_sync.profiles import Profile, load_profile
+    from makini_sync.profiles import load_profile
 
-    profile = load_profile(name)
-    return Profile(profile.name, profile.destination, profile.loader_file_format,
-                   {**profile.settings, "supports_multiple_statements": False})
+    return load_profile(name).with_settings(supports_multiple_statements=False)
 
 
 @contextlib.contextmanager

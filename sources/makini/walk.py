@@ -53,6 +53,15 @@ class LoadBudget:
         return self.rows is not None and self.spent >= self.rows
 
 
+# Key columns get a length so that databases which cannot index unbounded
+# text (MySQL/MariaDB primary keys) index them as VARCHAR.
+KEY_LENGTHS = {CONNECTION_COLUMN: 64, ID_COLUMN: 255, "entity": 64}
+
+
+def key_columns(*names: str) -> dict[str, dict]:
+    return {n: {"data_type": "text", "precision": KEY_LENGTHS.get(n, 255), "nullable": False} for n in names}
+
+
 def entity_hints(entity: Entity) -> dict[str, Any]:
     """dlt table hints for the entity's table and each of its child tables.
 
@@ -64,7 +73,7 @@ def entity_hints(entity: Entity) -> dict[str, Any]:
             table_name=entity.table,
             primary_key=[CONNECTION_COLUMN, ID_COLUMN],
             write_disposition=MERGE,
-            columns={UPDATED_AT_COLUMN: {"dedup_sort": "desc"}},
+            columns={**key_columns(CONNECTION_COLUMN, ID_COLUMN), UPDATED_AT_COLUMN: {"dedup_sort": "desc"}},
         )
     }
     for child in entity.children:
@@ -72,7 +81,10 @@ def entity_hints(entity: Entity) -> dict[str, Any]:
             table_name=child.table,
             primary_key=[CONNECTION_COLUMN, child.parent_column, child.key],
             write_disposition=MERGE,
-            columns={child.version_column: {"dedup_sort": "desc"}},
+            columns={
+                **key_columns(CONNECTION_COLUMN, child.parent_column),
+                child.version_column: {"dedup_sort": "desc"},
+            },
         )
     return hints
 
