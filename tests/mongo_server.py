@@ -61,6 +61,17 @@ def mongo_uri() -> Iterator[str]:
         from pymongo.errors import PyMongoError
     except ImportError as exc:  # pragma: no cover
         _unavailable(f"pymongo missing: {exc}")
+    given = os.environ.get("MAKINI_TEST_MONGODB_URI")  # started by .ci/run
+    if given:
+        client = MongoClient(given, serverSelectionTimeoutMS=5000)
+        try:
+            client.admin.command("ping")
+        except PyMongoError as exc:
+            _unavailable(f"MAKINI_TEST_MONGODB_URI={given} does not answer: {exc}")
+        finally:
+            client.close()
+        yield given.rstrip("/") + "/"
+        return
     port = _free_port()
     cmd = _server_command(port)
     if cmd is None:
