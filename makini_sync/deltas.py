@@ -119,14 +119,24 @@ def deltas_source(changes: Any) -> Any:
     return changes
 
 
+CONNECTION_EVENTS = "connection_events"
+
+
 def load_deltas(
-    profile: Profile, deltas: Iterable[Delta], pipeline_name: str = DELTAS_PIPELINE
+    profile: Profile,
+    deltas: Iterable[Delta],
+    pipeline_name: str = DELTAS_PIPELINE,
+    events: Optional[list[dict]] = None,
 ) -> DeltaStats:
-    """Merge ``deltas`` into ``profile``'s destination, version-fenced."""
+    """Merge ``deltas`` into ``profile``'s destination, version-fenced.
+
+    ``events`` (lifecycle notices from webhooks) are appended to the
+    ``connection_events`` table, for operators to query.
+    """
     received = list(deltas)
     batch = newest_per_key(received)
     stats = DeltaStats(received=len(received), superseded_in_batch=len(received) - len(batch))
-    if not batch:
+    if not batch and not events:
         return stats
     entities = list({d.entity.table: d.entity for d in batch}.values())
     deletes = [d for d in batch if isinstance(d, Delete)]
@@ -146,6 +156,17 @@ def load_deltas(
                             yield dlt.mark.with_hints(table, hints[name], create_table_variant=True)
                 if deletes:
                     yield dlt.mark.with_hints(tombstone_table(deletes), TOMBSTONE_HINTS, create_table_variant=True)
+                if events:
+                    yield dlt.mark.with_hints(
+                        events,
+                        dlt.mark.make_hints(
+                            table_name=CONNECTION_EVENTS,
+                            write_disposition="merge",
+                            primary_key="webhook_id",
+                            columns={"webhook_id": {"data_type": "text", "precision": 255, "nullable": False}},
+                        ),
+                        create_table_variant=True,
+                    )
 
             pipeline.extract(deltas_source(changes), loader_file_format=profile.loader_file_format)
         pipeline.normalize()

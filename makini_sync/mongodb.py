@@ -428,6 +428,12 @@ def mongodb_destination(
         return
     if hasattr(items, "to_pylist"):  # Arrow batches (the sync yields Arrow tables)
         items = items.to_pylist()
+    if name == "connection_events":  # lifecycle notices from webhooks, keyed by webhook id
+        client = get_client(credentials.connection_string)
+        collection = _database(client)[name]
+        for row in items:
+            collection.replace_one({"_id": row["webhook_id"]}, dict(row), upsert=True)
+        return
     if name == TOMBSTONES:  # hard deletes, as the deltas path loads them
         client = get_client(credentials.connection_string)
         by_entity: dict[str, list] = {}

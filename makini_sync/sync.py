@@ -120,6 +120,7 @@ def run_sync(
     progress: Any = None,
     retry_policy: Optional[RetryPolicy] = None,
     rows_per_load: Optional[int] = DEFAULT_ROWS_PER_LOAD,
+    backfill: bool = False,
 ) -> SyncResult:
     """Sync the chosen entities into ``profile``'s destination.
 
@@ -139,6 +140,7 @@ def run_sync(
         "report": report,
         "max_rows_per_load": rows_per_load,
         "documents": profile.documents,
+        "backfill": backfill,
     }
     if base_url is not None:
         source_args["base_url"] = base_url

@@ -36,6 +36,7 @@ def makini_source(
     max_rows_per_load: Optional[int] = None,
     documents: bool = False,
     only: Optional[set] = None,
+    backfill: bool = False,
 ) -> list[DltResource]:
     """Makini entities for the connections whose tokens ``api_token`` holds.
 
@@ -46,13 +47,14 @@ def makini_source(
     ``report.unfinished`` and resume on the next extraction. ``documents``
     keeps child rows and nested objects inside each record (document stores).
     ``only`` limits the walks to these (connection id, table) pairs: the
-    unfinished walks of an earlier extraction in the same run.
+    unfinished walks of an earlier extraction in the same run. ``backfill``
+    walks every record again, whatever the bookmark says (``reconcile``).
     """
     report = report if report is not None else SyncReport()
     connections = open_connections(base_url, api_token, retry_policy or RetryPolicy())
     budget = LoadBudget(max_rows_per_load)
     return [
-        entity_resource(EntityWalk(e, report, budget, fence, documents), connections, only)
+        entity_resource(EntityWalk(e, report, budget, fence, documents, backfill), connections, only)
         for e in resolve_entities(entities)
     ]
 

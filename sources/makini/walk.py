@@ -98,6 +98,7 @@ class EntityWalk:
     budget: LoadBudget
     fence: Optional[Fence] = None
     documents: bool = False  # keep children embedded (document stores)
+    backfill: bool = False  # walk everything, ignoring the bookmark (reconcile)
 
     def __post_init__(self) -> None:
         self.hints = entity_hints(self.entity)
@@ -126,8 +127,9 @@ class EntityWalk:
         if self.budget.exhausted:
             self.report.unfinished.add((connection_id, entity.table))
             return
-        bookmark = Bookmark.from_state(state)
         saved = state.get("walk")
+        from_scratch = bool(saved.get("backfill")) if saved else self.backfill
+        bookmark = Bookmark() if from_scratch else Bookmark.from_state(state)
         watermark = Watermark.from_state(bookmark, saved) if saved else None
         params: dict[str, Any] = {"limit": entity.max_page_size}
         if bookmark.modified_after:
@@ -168,7 +170,7 @@ class EntityWalk:
                 yield from batches.add(name, table)
             if next_cursor and self.budget.exhausted:
                 yield from batches.flush()
-                state["walk"] = {"cursor": next_cursor, **watermark.to_state()}
+                state["walk"] = {"cursor": next_cursor, "backfill": from_scratch, **watermark.to_state()}
                 self.report.unfinished.add((connection_id, entity.table))
                 return
         yield from batches.flush()

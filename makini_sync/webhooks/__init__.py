@@ -1,0 +1,1 @@
+"""Webhooks: a receiver that stores signed events durably, and a processor that merges them."""

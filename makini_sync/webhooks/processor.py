@@ -1,0 +1,109 @@
+"""The processor: drain the inbox in micro-batches through the fenced delta path.
+
+A batch keeps the newest version per key (``load_deltas``) and merges it into
+the same tables the sync writes. Lifecycle events (``sync.failed``,
+``connection.*``) are logged at error level and recorded in the warehouse's
+``connection_events`` table. A batch that fails is retried event by event so
+one poison event cannot hold the others back; an event that fails
+``max_attempts`` times moves to the dead-letter store.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from ..deltas import load_deltas
+from ..profiles import Profile
+from .events import ALERT_EVENTS, BadEvent, Lifecycle, parse_event
+from .inbox import Inbox, StoredEvent
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ProcessStats:
+    processed: int = 0
+    failed: int = 0
+    dead_lettered: int = 0
+    batches: int = 0
+    lifecycle: list[Lifecycle] = field(default_factory=list)
+
+
+class Processor:
+    def __init__(
+        self,
+        inbox: Inbox,
+        profile: Profile,
+        batch_size: int = 2000,
+        max_attempts: int = 5,
+        on_lifecycle: Optional[Callable[[Lifecycle], None]] = None,
+    ) -> None:
+        self.inbox, self.profile = inbox, profile
+        self.batch_size, self.max_attempts = batch_size, max_attempts
+        self.on_lifecycle = on_lifecycle
+
+    def drain(self) -> ProcessStats:
+        """Process until the inbox has no pending event that can be processed now."""
+        stats = ProcessStats()
+        seen_failures: set[str] = set()
+        while True:
+            events = [e for e in self.inbox.pending(self.batch_size) if e.webhook_id not in seen_failures]
+            if not events:
+                break
+            failed = self.process_batch(events, stats)
+            seen_failures.update(failed)  # retried on the next drain, not in a tight loop
+        self.inbox.prune()
+        return stats
+
+    def process_batch(self, events: list[StoredEvent], stats: ProcessStats) -> set[str]:
+        stats.batches += 1
+        deltas, lifecycle, applied, bad = [], [], [], []
+        for event in events:
+            try:
+                parsed = parse_event(event.webhook_id, event.body)
+            except BadEvent as exc:
+                bad.append((event.webhook_id, str(exc)))
+                continue
+            if isinstance(parsed, Lifecycle):
+                lifecycle.append(parsed)
+            elif parsed is not None:
+                deltas.append((event.webhook_id, parsed))
+            applied.append(event.webhook_id)
+        for webhook_id, reason in bad:
+            logger.error("webhook %s can never be applied (%s): dead-lettered", webhook_id, reason)
+            self.inbox.mark_failed([webhook_id], reason, max_attempts=1)
+            stats.dead_lettered += 1
+        failed: set[str] = set()
+        try:
+            self._apply([d for _, d in deltas], lifecycle)
+            self.inbox.mark_done(applied)
+            stats.processed += len(applied)
+        except Exception as exc:  # noqa: BLE001 - isolate the poison event, keep the others
+            logger.error("a batch of %d webhooks failed (%s); retrying one by one", len(applied), exc)
+            by_id = {w: d for w, d in deltas}
+            notices = {n.webhook_id: n for n in lifecycle}
+            for webhook_id in applied:
+                try:
+                    single = [by_id[webhook_id]] if webhook_id in by_id else []
+                    self._apply(single, [notices[webhook_id]] if webhook_id in notices else [])
+                    self.inbox.mark_done([webhook_id])
+                    stats.processed += 1
+                except Exception as single_exc:  # noqa: BLE001
+                    logger.error("webhook %s failed: %s", webhook_id, single_exc)
+                    self.inbox.mark_failed([webhook_id], f"{type(single_exc).__name__}: {single_exc}", self.max_attempts)
+                    stats.failed += 1
+                    failed.add(webhook_id)
+        for notice in lifecycle:
+            stats.lifecycle.append(notice)
+            level = logging.ERROR if notice.type in ALERT_EVENTS else logging.INFO
+            logger.log(level, "makini %s for connection %s: status=%s error=%s",
+                       notice.type, notice.connection_id, notice.status, notice.error)
+            if self.on_lifecycle is not None:
+                self.on_lifecycle(notice)
+        return failed
+
+    def _apply(self, deltas: list, lifecycle: list[Lifecycle]) -> None:
+        if deltas or lifecycle:
+            load_deltas(self.profile, deltas, events=[n.row() for n in lifecycle])

@@ -1,0 +1,151 @@
+"""python -m pipelines.webhooks: the webhook receiver, the processor, the dead letters, reconcile.
+
+    serve     [--port 8000] [--host 127.0.0.1] [--with-processor --destination NAME]
+    process   [--once] [--destination NAME] [--poll-window SECONDS]
+    dlq       list | replay [WEBHOOK_ID ...]
+    reconcile [--destination NAME] [--entities a,b]
+
+The webhook secret is dlt config ``sources.makini.webhook_secret`` (env
+SOURCES__MAKINI__WEBHOOK_SECRET; a list during rotation). The inbox is
+``./makini_webhooks.sqlite`` unless ``--inbox`` or MAKINI_INBOX says otherwise,
+so ``serve`` and ``process`` started alike find the same one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import threading
+import time
+from typing import Optional
+
+import dlt
+
+from makini_sync.profiles import load_profile
+from makini_sync.webhooks.inbox import Inbox, inbox_path
+from sources.makini.errors import ConfigurationError
+
+logger = logging.getLogger("makini_sync.webhooks")
+
+
+def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m pipelines.webhooks", description=__doc__.split("\n")[0])
+    parser.add_argument("--inbox", default=None, help="inbox file (default ./makini_webhooks.sqlite, env MAKINI_INBOX)")
+    parser.add_argument("--log-level", default="INFO")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the receiver")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--with-processor", action="store_true", help="also process the inbox in this process")
+    serve.add_argument("--destination", default="duckdb")
+    process = sub.add_parser("process", help="merge stored events into the destination")
+    process.add_argument("--once", action="store_true", help="drain the inbox and exit")
+    process.add_argument("--destination", default="duckdb")
+    process.add_argument("--poll-window", type=float, default=900.0,
+                         help="sync a connection when no webhook came for it for this many seconds (default 900)")
+    process.add_argument("--max-attempts", type=int, default=5)
+    dlq = sub.add_parser("dlq", help="inspect or re-queue dead-lettered events")
+    dlq.add_argument("action", choices=["list", "replay"])
+    dlq.add_argument("webhook_ids", nargs="*")
+    reconcile = sub.add_parser("reconcile", help="compare API and warehouse counts, backfill what is missing")
+    reconcile.add_argument("--destination", default="duckdb")
+    reconcile.add_argument("--entities", default=None)
+    return parser.parse_args(argv)
+
+
+def webhook_verifiers() -> list:
+    from makini_sync.webhooks.signatures import parse_secrets
+
+    secret = dlt.secrets.get("sources.makini.webhook_secret")
+    if not secret:
+        raise ConfigurationError(
+            "no webhook secret: set sources.makini.webhook_secret (env SOURCES__MAKINI__WEBHOOK_SECRET)"
+        )
+    try:
+        return parse_secrets(secret)
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
+
+
+def processing_loop(inbox: Inbox, args: argparse.Namespace, stop: threading.Event, wake: threading.Event,
+                    once: bool = False) -> int:
+    from makini_sync.webhooks.polling import PollingFallback
+    from makini_sync.webhooks.processor import Processor
+
+    profile = load_profile(args.destination)
+    polling = None
+    if not once:
+        polling = PollingFallback(profile, dlt.config.get("sources.makini.base_url"),
+                                  dlt.secrets.get("sources.makini.api_token"), getattr(args, "poll_window", 900.0))
+    processor = Processor(inbox, profile, max_attempts=getattr(args, "max_attempts", 5),
+                          on_lifecycle=polling.on_lifecycle if polling else None)
+    while True:
+        stats = processor.drain()
+        if stats.processed or stats.failed or stats.dead_lettered:
+            logger.info("processed %d, failed %d, dead-lettered %d", stats.processed, stats.failed, stats.dead_lettered)
+        if once:
+            return 0 if not stats.failed else 1
+        if polling is not None:
+            polling.run_due()
+        wake.wait(timeout=1.0)
+        wake.clear()
+        if stop.is_set():
+            return 0
+
+
+def serve(inbox: Inbox, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from makini_sync.webhooks.receiver import create_app
+
+    stop, wake = threading.Event(), threading.Event()
+    app = create_app(webhook_verifiers(), inbox, on_stored=wake.set if args.with_processor else None)
+    if args.with_processor:
+        threading.Thread(target=processing_loop, args=(inbox, args, stop, wake), daemon=True,
+                         name="processor").start()
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    stop.set()
+    return 0
+
+
+def dead_letters(inbox: Inbox, args: argparse.Namespace) -> int:
+    if args.action == "replay":
+        print(f"re-queued {inbox.replay(args.webhook_ids or None)} event(s)")
+        return 0
+    for event in inbox.dead():
+        print(f"{event.webhook_id}\tattempts={event.attempts}\t{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(event.received_at))}\t{event.last_error}")
+    return 0
+
+
+def reconcile_command(args: argparse.Namespace) -> int:
+    from makini_sync.reconcile import reconcile
+
+    results = reconcile(load_profile(args.destination), dlt.config.get("sources.makini.base_url"),
+                        dlt.secrets.get("sources.makini.api_token"),
+                        args.entities.split(",") if args.entities else None)
+    print(f"{'connection':<16}{'table':<30}{'api':>8}{'before':>8}{'after':>8}")
+    for r in results:
+        print(f"{r.connection_id:<16}{r.table:<30}{r.api_count:>8}{r.warehouse_before:>8}{r.warehouse_after:>8}")
+    return 0 if all(r.warehouse_after >= r.api_count for r in results) else 1
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        inbox = Inbox(inbox_path(args.inbox))
+        if args.command == "serve":
+            return serve(inbox, args)
+        if args.command == "process":
+            return processing_loop(inbox, args, threading.Event(), threading.Event(), once=args.once)
+        if args.command == "dlq":
+            return dead_letters(inbox, args)
+        return reconcile_command(args)
+    except ConfigurationError as exc:
+        print(f"makini webhooks: configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""The receiver answers 200 only for signed, well-formed events, stores each once, and nothing else."""
+
+import sqlite3
+import time
+
+import httpx
+import orjson
+import pytest
+
+from tests.webhook_support import event, new_secret, receiver, signed_headers
+
+SECRETS = [new_secret(), new_secret()]  # rotation: both are valid at once
+
+
+def stored(tmp_path) -> list:
+    path = tmp_path / "inbox.sqlite"
+    if not path.exists():
+        return []
+    with sqlite3.connect(path) as conn:
+        return [row[0] for row in conn.execute("SELECT webhook_id FROM events ORDER BY webhook_id")]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("receiver")
+    with receiver(tmp, SECRETS) as url:
+        yield tmp, url
+
+
+def post(url, body, headers):
+    return httpx.post(url + "/webhooks/makini", content=body, headers=headers, timeout=10)
+
+
+def test_signed_event_is_stored_once_whichever_secret_signed_it(server):
+    tmp, url = server
+    body = event("evt_ok", "record.updated", "conn_a", record={"id": "po_1", "updated_at": "2026-03-01T00:00:00.000Z"})
+    assert post(url, body, signed_headers([SECRETS[0]], "evt_ok", body)).json() == {"status": "stored"}
+    again = post(url, body, signed_headers([SECRETS[1]], "evt_ok", body))  # a retry, signed with the new secret
+    assert again.status_code == 200 and again.json() == {"status": "duplicate"}
+    assert stored(tmp).count("evt_ok") == 1
+
+
+@pytest.mark.parametrize("case", ["unsigned", "wrong_secret", "tampered", "old_timestamp", "future_timestamp",
+                                  "bad_timestamp", "garbage_signature"])
+def test_bad_signatures_get_401_and_store_nothing(server, case):
+    tmp, url = server
+    webhook_id = f"evt_{case}"
+    body = event(webhook_id, "record.updated", "conn_a", record={"id": "x", "updated_at": "2026-03-01T00:00:00.000Z"})
+    headers = signed_headers(SECRETS, webhook_id, body)
+    if case == "unsigned":
+        headers = {"content-type": "application/json"}
+    elif case == "wrong_secret":
+        headers = signed_headers([new_secret()], webhook_id, body)
+    elif case == "tampered":
+        body = body.replace(b'"x"', b'"y"')
+    elif case == "old_timestamp":
+        headers = signed_headers(SECRETS, webhook_id, body, when=time.time() - 301)
+    elif case == "future_timestamp":
+        headers = signed_headers(SECRETS, webhook_id, body, when=time.time() + 301)
+    elif case == "bad_timestamp":
+        headers["webhook-timestamp"] = "yesterday"
+    elif case == "garbage_signature":
+        headers["webhook-signature"] = "v1,@@@ v2 nonsense,,"
+    response = post(url, body, headers)
+    assert response.status_code == 401, response.text
+    assert webhook_id not in stored(tmp)
+
+
+@pytest.mark.parametrize("body", [b"{not json", b"[1, 2, 3]", b'"just a string"', b'{"no": "type"}'])
+def test_malformed_bodies_get_400_and_store_nothing(server, body):
+    tmp, url = server
+    webhook_id = f"evt_bad_{abs(hash(body))}"
+    response = post(url, body, signed_headers(SECRETS, webhook_id, body))
+    assert response.status_code == 400, response.text
+    assert webhook_id not in stored(tmp)
+
+
+def test_bodies_over_one_mib_get_413_and_store_nothing(server):
+    tmp, url = server
+    record = {"id": "big", "updated_at": "2026-03-01T00:00:00.000Z", "blob": "x" * (1024 * 1024)}
+    body = event("evt_big", "record.updated", "conn_a", record=record)
+    response = post(url, body, signed_headers(SECRETS, "evt_big", body))
+    assert response.status_code == 413
+    assert "evt_big" not in stored(tmp)
+
+
+def test_metrics_count_rejections_by_reason(server):
+    tmp, url = server
+    text = httpx.get(url + "/metrics").text
+    assert 'makini_webhooks_rejected_total{reason="signature"}' in text
+    values = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines() if line and not line.startswith("#")}
+    assert values["makini_webhooks_received_total"] >= 1
+    assert values['makini_webhooks_rejected_total{reason="timestamp"}'] >= 0
+    assert "makini_webhooks_queued" in values and "makini_webhooks_lag_seconds" in values
