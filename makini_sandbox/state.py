@@ -14,12 +14,15 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
+import orjson
+
 from .clock import DAY_MS, SandboxClock, fmt_ms
 from .cursor import CursorCodec
 from .data import SYSTEMS, ConnectionData, derive_seed
 from .entities import ENTITIES, resolve_sizes
 from .faults import FaultInjector, RateLimiter
 from .store import EntityStore
+from .webhooks import EVENT_TYPES, WebhookDispatcher
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +98,7 @@ class SandboxState:
         self.faults = FaultInjector()
         self.limiter = RateLimiter(rate_limit_per_minute)
         self.counter = RequestCounter()
+        self.webhooks = WebhookDispatcher()
         self.connections: list[Connection] = []
         self.reset_data()
 
@@ -155,6 +159,9 @@ class SandboxState:
         The population is the named `ids` (any existing record) or else every
         live record; fractions pick disjoint random subsets of it (hard delete,
         then soft delete, then update; a non-zero fraction picks at least one).
+
+        Each change queues its webhook (when configured) in that same order,
+        under the store lock, carrying the record exactly as stored and listed.
         """
         conn = self.connection(connection_id)
         store = self.store(connection_id, entity)
@@ -181,29 +188,71 @@ class SandboxState:
                 n = min(len(population) - pos, max(1, round(frac * len(population))) if frac > 0 else 0)
                 out[key] = sorted(population[pos:pos + n])
                 pos += n
+            hook = self._record_hook(conn.id, entity, store, now)
             for rid in out["hard_deleted"]:
                 store.remove(rid)
+                hook("record.deleted", rid, {"id": rid, "updated_at": now_iso, "deleted_at": now_iso})
             for rid in out["soft_deleted"]:
                 rec = store.get(rid)
                 rec["deleted_at"] = rec["updated_at"] = now_iso
                 store.put(rec)
+                hook("record.updated", rid)
             for rid in out["updated"]:
                 rec = store.get(rid)
                 conn.data.update(entity, rec, rng, now)
                 rec["updated_at"] = now_iso
                 store.put(rec)
+                hook("record.updated", rid)
             for _ in range(insert):
                 rec = conn.data.make(entity, now, now)
                 store.put(rec)
                 out["inserted"].append(rec["id"])
+                hook("record.created", rec["id"])
             if any(out.values()):
                 conn.last_change_ms = now
         return out
 
+    def _record_hook(self, connection_id: str, entity: str, store: EntityStore, now: int):
+        """emit(type, rid[, record]): queue one record event; a no-op when webhooks are off."""
+        webhooks = self.webhooks
+        if not webhooks.enabled:
+            return lambda *_: None
+
+        def emit(event_type: str, rid: str, record: dict | None = None) -> None:
+            rec = record if record is not None else orjson.Fragment(store.raw(rid))
+            webhooks.emit(connection_id, event_type, {"entity": entity, "record": rec}, now)
+        return emit
+
     def set_status(self, connection_id: str, status: str) -> None:
+        """Change a connection's status; a real change emits `connection.status_changed`
+        (and `connection.reauthorization_required` when that is the new status)."""
         if status not in CONNECTION_STATUSES:
             raise ControlError("INVALID_PARAMETER", f"status must be one of {CONNECTION_STATUSES}")
-        self.connection(connection_id).status = status
+        conn = self.connection(connection_id)
+        previous, conn.status = conn.status, status
+        if previous == status:
+            return
+        now = self.clock.now_ms()
+        self.webhooks.emit(conn.id, "connection.status_changed", {"status": status, "previous_status": previous}, now)
+        if status == "reauthorization_required":
+            self.webhooks.emit(conn.id, "connection.reauthorization_required", {
+                "status": status,
+                "error": f"connection {conn.id} ({conn.system}) needs to be reauthorized; reconnect it in Makini"},
+                now)
+
+    def emit_event(self, connection_id: str, event_type: str, data: dict | None = None) -> dict:
+        """Emit one event as given (lifecycle events such as `sync.completed`, or a
+        hand-made record event); `id` is None when webhooks are off."""
+        conn = self.connection(connection_id)
+        if event_type not in EVENT_TYPES:
+            raise ControlError("INVALID_PARAMETER", f"unknown event type {event_type!r}; known: {list(EVENT_TYPES)}")
+        if data is not None and not isinstance(data, dict):
+            raise ControlError("INVALID_PARAMETER", "data must be a JSON object")
+        return {"id": self.webhooks.emit(conn.id, event_type, data or {}, self.clock.now_ms()), "type": event_type}
+
+    def close(self) -> None:
+        """Stop background work (webhook delivery)."""
+        self.webhooks.close()
 
     def set_total_count(self, connection_id: str, enabled: bool) -> None:
         self.connection(connection_id).total_count = bool(enabled)

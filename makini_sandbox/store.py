@@ -94,6 +94,10 @@ class EntityStore:
         """A fresh, mutable copy of the record (KeyError if absent)."""
         return orjson.loads(self._recs[rid].raw)
 
+    def raw(self, rid: str) -> bytes:
+        """The record's JSON exactly as the list endpoint serves it (KeyError if absent)."""
+        return self._recs[rid].raw
+
     def put(self, record: dict) -> None:
         """Insert or replace; the record's `updated_at` decides its place in the index."""
         rec = _rec(record)
