@@ -24,8 +24,10 @@ class SandboxControl:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _call(self, method: str, path: str, *, params: dict | None = None, json: Any = None) -> Any:
-        resp = self._http.request(method, path, params=params, json=json)
+    def _call(self, method: str, path: str, *, params: dict | None = None, json: Any = None,
+              timeout: float | None = None) -> Any:
+        extra = {"timeout": timeout} if timeout is not None else {}
+        resp = self._http.request(method, path, params=params, json=json, **extra)
         if resp.status_code != 200:
             try:
                 err = resp.json()["error"]
@@ -78,3 +80,32 @@ class SandboxControl:
     def reset(self) -> dict:
         """Regenerate all data from the seed (faults, rate limit and clock are kept)."""
         return self._call("POST", "reset")
+
+    # -- webhooks (see makini_sandbox/webhooks.py for the semantics) -------------------
+    def configure_webhooks(self, url: str, secrets: list[str], *, time_scale: float = 1.0,
+                           duplicate_rate: float = 0.0, reorder_window: int = 0, max_delay: float = 0.0,
+                           seed: int = 0, enabled: bool = True, workers: int = 4,
+                           timeout: float | None = None, reorder_hold: float = 30.0) -> dict:
+        """Deliver every later mutation and lifecycle event to `url`, signed with each of
+        `secrets` ("whsec_<base64>"). Starts afresh: stats reset, older undelivered events
+        dropped. Returns the settings (secrets only counted)."""
+        return self._call("POST", "webhooks", json={
+            "url": url, "secrets": list(secrets), "time_scale": time_scale, "duplicate_rate": duplicate_rate,
+            "reorder_window": reorder_window, "max_delay": max_delay, "seed": seed, "enabled": enabled,
+            "workers": workers, "timeout": timeout, "reorder_hold": reorder_hold})
+
+    def clear_webhooks(self) -> dict:
+        """Stop delivering; pending events are dropped."""
+        return self._call("DELETE", "webhooks")
+
+    def webhook_stats(self) -> dict:
+        return self._call("GET", "webhooks")
+
+    def flush_webhooks(self, timeout: float = 30.0) -> dict:
+        """Block until nothing is pending (events acknowledged or given up, duplicates
+        sent) or `timeout` passes; returns the stats (check `pending`)."""
+        return self._call("POST", "webhooks/flush", json={"timeout": timeout}, timeout=timeout + 30.0)
+
+    def emit_event(self, connection_id: str, type: str, data: dict | None = None) -> dict:  # noqa: A002
+        """Emit one event, e.g. `sync.completed`; returns {"id": "evt_..." or None when off, "type"}."""
+        return self._call("POST", "events", json={"connection_id": connection_id, "type": type, "data": data})

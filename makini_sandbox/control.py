@@ -16,6 +16,10 @@ the same envelope as the public API.
 | POST | /_sandbox/rate-limit | per_minute |
 | POST | /_sandbox/clock | advance_seconds |
 | POST | /_sandbox/reset | (regenerates all data from the seed) |
+| POST / DELETE | /_sandbox/webhooks | WebhookSettings fields (url, secrets, time_scale, ...) / disables |
+| GET | /_sandbox/webhooks | (delivery stats) |
+| POST | /_sandbox/webhooks/flush | timeout (seconds; blocks until nothing is pending) |
+| POST | /_sandbox/events | connection_id, type, data (emits one event) |
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ from .api import Response, error
 from .clock import fmt_ms
 from .faults import FaultSettings
 from .state import ControlError, SandboxState
+from .webhooks import WebhookSettings
 
 PREFIX = "/_sandbox/"
 
@@ -76,6 +81,15 @@ def _dispatch(state: SandboxState, method: str, what: str, params: dict, args: d
     if (method, what) == ("POST", "clock"):
         now = state.clock.advance(float(args["advance_seconds"]))
         return {"now": fmt_ms(now), "offset_seconds": state.clock.offset_ms / 1000}
+    if what == "webhooks" and method in ("POST", "DELETE"):
+        return state.webhooks.configure(WebhookSettings(**args) if method == "POST"
+                                        else WebhookSettings(enabled=False))
+    if (method, what) == ("GET", "webhooks"):
+        return state.webhooks.stats()
+    if (method, what) == ("POST", "webhooks/flush"):
+        return state.webhooks.flush(float(args.get("timeout", 30.0)))
+    if (method, what) == ("POST", "events"):
+        return state.emit_event(args["connection_id"], args["type"], args.get("data"))
     if (method, what) == ("POST", "reset"):
         state.reset_data()
         return state.info()

@@ -32,6 +32,10 @@ class SandboxHTTPServer(ThreadingHTTPServer):
         self.state = state
         super().__init__((host, port), SandboxHandler)
 
+    def server_close(self) -> None:
+        super().server_close()
+        self.state.close()  # stop webhook delivery with the server
+
     @property
     def base_url(self) -> str:
         host, port = self.server_address[:2]

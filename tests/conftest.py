@@ -6,6 +6,15 @@ from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Property and fuzz tests: a fixed seed and a bounded number of examples in CI
+# (the default); `pytest --hypothesis-profile=long` runs many more.
+settings.register_profile("ci", max_examples=25, derandomize=True, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+settings.register_profile("long", max_examples=1000, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+settings.load_profile("ci")
 
 from makini_sandbox import Sandbox, SandboxControl
 
