@@ -188,7 +188,8 @@ class SandboxState:
                 n = min(len(population) - pos, max(1, round(frac * len(population))) if frac > 0 else 0)
                 out[key] = sorted(population[pos:pos + n])
                 pos += n
-            hook = self._record_hook(conn.id, entity, store, now)
+            events: list[tuple[str, dict]] = []
+            hook = self._record_hook(events, entity, store)
             for rid in out["hard_deleted"]:
                 store.remove(rid)
                 hook("record.deleted", rid, {"id": rid, "updated_at": now_iso, "deleted_at": now_iso})
@@ -210,18 +211,19 @@ class SandboxState:
                 hook("record.created", rec["id"])
             if any(out.values()):
                 conn.last_change_ms = now
+            self.webhooks.emit_many(conn.id, events, now)  # still under the lock: store order = event order
         return out
 
-    def _record_hook(self, connection_id: str, entity: str, store: EntityStore, now: int):
-        """emit(type, rid[, record]): queue one record event; a no-op when webhooks are off."""
-        webhooks = self.webhooks
-        if not webhooks.enabled:
+    def _record_hook(self, events: list, entity: str, store: EntityStore):
+        """hook(type, rid[, record]): note one record event (the record as now stored)
+        in `events`; a no-op when webhooks are off."""
+        if not self.webhooks.enabled:
             return lambda *_: None
 
-        def emit(event_type: str, rid: str, record: dict | None = None) -> None:
+        def hook(event_type: str, rid: str, record: dict | None = None) -> None:
             rec = record if record is not None else orjson.Fragment(store.raw(rid))
-            webhooks.emit(connection_id, event_type, {"entity": entity, "record": rec}, now)
-        return emit
+            events.append((event_type, {"entity": entity, "record": rec}))
+        return hook
 
     def set_status(self, connection_id: str, status: str) -> None:
         """Change a connection's status; a real change emits `connection.status_changed`
@@ -232,13 +234,12 @@ class SandboxState:
         previous, conn.status = conn.status, status
         if previous == status:
             return
-        now = self.clock.now_ms()
-        self.webhooks.emit(conn.id, "connection.status_changed", {"status": status, "previous_status": previous}, now)
+        events = [("connection.status_changed", {"status": status, "previous_status": previous})]
         if status == "reauthorization_required":
-            self.webhooks.emit(conn.id, "connection.reauthorization_required", {
+            events.append(("connection.reauthorization_required", {
                 "status": status,
-                "error": f"connection {conn.id} ({conn.system}) needs to be reauthorized; reconnect it in Makini"},
-                now)
+                "error": f"connection {conn.id} ({conn.system}) needs to be reauthorized; reconnect it in Makini"}))
+        self.webhooks.emit_many(conn.id, events, self.clock.now_ms())
 
     def emit_event(self, connection_id: str, event_type: str, data: dict | None = None) -> dict:
         """Emit one event as given (lifecycle events such as `sync.completed`, or a

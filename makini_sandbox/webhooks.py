@@ -256,34 +256,46 @@ class WebhookDispatcher:
 
     # -- producing ----------------------------------------------------------------
     def emit(self, connection_id: str, event_type: str, data: dict, created_ms: int) -> str | None:
-        """Queue one event; returns its id (None when webhooks are off). Cheap: no I/O.
-        `data` may hold `orjson.Fragment`s (records as the store serialized them)."""
-        if not self.enabled:
-            return None
-        event_id = "evt_" + os.urandom(12).hex()
-        body = orjson.dumps({"id": event_id, "type": event_type, "created_at": fmt_ms(created_ms),
-                             "connection_id": connection_id, "data": data})
+        """Queue one event; returns its id (None when webhooks are off). Cheap: no I/O."""
+        ids = self.emit_many(connection_id, [(event_type, data)], created_ms)
+        return ids[0] if ids else None
+
+    def emit_many(self, connection_id: str, events: list[tuple[str, dict]], created_ms: int) -> list[str]:
+        """Queue events in the given order (one lock hold, one wake-up for a whole
+        mutation batch); `data` may hold `orjson.Fragment`s, records as stored.
+        About 30 us per event; returns their ids ([] when webhooks are off)."""
+        if not self.enabled or not events:
+            return []
+        created_at = fmt_ms(created_ms)
+        bodies = []
+        for event_type, data in events:
+            event_id = "evt_" + os.urandom(12).hex()
+            bodies.append((event_id, event_type, orjson.dumps({
+                "id": event_id, "type": event_type, "created_at": created_at,
+                "connection_id": connection_id, "data": data})))
         with self._cond:
             s = self._settings
             if not self.enabled:
-                return None
-            seq, self._seq = self._seq, self._seq + 1
-            rng = random.Random(derive_seed(s.seed, "event", seq))
-            ev = _Event(seq, event_id, event_type, body, self._gen, rng,
-                        duplicate=rng.random() < s.duplicate_rate)
-            self._stats["events"] += 1
-            self._by_type[event_type] += 1
-            self._pending += 1
-            if s.reorder_window > 1:
-                if not self._window:
-                    self._window_since = time.monotonic()
-                self._window.append(ev)
-                if len(self._window) >= s.reorder_window:
-                    self._release_window()
-            else:
-                self._schedule(ev, time.monotonic())
-            self._cond.notify()
-        return event_id
+                return []
+            now = time.monotonic()
+            for event_id, event_type, body in bodies:
+                seq, self._seq = self._seq, self._seq + 1
+                rng = random.Random(derive_seed(s.seed, "event", seq))
+                ev = _Event(seq, event_id, event_type, body, self._gen, rng,
+                            duplicate=rng.random() < s.duplicate_rate)
+                self._stats["events"] += 1
+                self._by_type[event_type] += 1
+                self._pending += 1
+                if s.reorder_window > 1:
+                    if not self._window:
+                        self._window_since = now
+                    self._window.append(ev)
+                    if len(self._window) >= s.reorder_window:
+                        self._release_window()
+                else:
+                    self._schedule(ev, now)
+            self._cond.notify_all()
+        return [b[0] for b in bodies]
 
     def _release_window(self) -> None:
         batch, self._window = self._window, []
@@ -300,8 +312,10 @@ class WebhookDispatcher:
         heapq.heappush(self._heap, _Job(at + jitter, next(self._order), ev, is_duplicate))
 
     # -- delivering ---------------------------------------------------------------
-    def _next_job(self, gen: int) -> _Job | None:
-        """Block until a job is due; None when this worker's configuration is gone."""
+    def _next_job(self, gen: int) -> tuple | None:
+        """Block until a job is due; returns it with the settings, signers and client
+        of its configuration (read together), or None when this worker's configuration
+        is gone."""
         with self._cond:
             while not self._closed and gen == self._gen:
                 now = time.monotonic()
@@ -312,16 +326,14 @@ class WebhookDispatcher:
                     continue
                 if self._heap and self._heap[0].due <= now:
                     self._in_flight += 1
-                    return heapq.heappop(self._heap)
+                    return heapq.heappop(self._heap), s, self._signers, self._http
                 wakes = [t for t in (self._heap[0].due if self._heap else None, hold_until) if t is not None]
-                wake = min(wakes) if wakes else None
-                self._cond.wait(None if wake is None else wake - now)
+                self._cond.wait(min(wakes) - now if wakes else None)
             return None
 
     def _work(self, gen: int) -> None:
-        while (job := self._next_job(gen)) is not None:
-            with self._cond:
-                settings, signers, http = self._settings, self._signers, self._http
+        while (item := self._next_job(gen)) is not None:
+            job, settings, signers, http = item
             started = time.monotonic()
             ok, detail = self._attempt(http, settings, signers, job.event)
             with self._cond:
@@ -340,8 +352,8 @@ class WebhookDispatcher:
         t0 = time.monotonic()
         try:
             resp = http.post(s.url, content=ev.body, headers=headers, timeout=timeout)
-        except httpx.HTTPError as exc:
-            return False, f"{type(exc).__name__}"
+        except (httpx.HTTPError, RuntimeError) as exc:  # RuntimeError: client closed at shutdown
+            return False, type(exc).__name__
         if time.monotonic() - t0 > timeout:
             return False, f"answered {resp.status_code} after the {timeout:g} s deadline"
         return 200 <= resp.status_code < 300, f"answered {resp.status_code}"

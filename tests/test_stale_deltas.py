@@ -37,7 +37,7 @@ def streams(draw):
     deltas = [(k, v, d, n) for (k, v), (d, n) in chosen.items()]
     duplicated = deltas + draw(st.lists(st.sampled_from(deltas), max_size=4))
     ordered = draw(st.permutations(duplicated))
-    cuts = sorted(draw(st.lists(st.integers(0, len(ordered)), max_size=3)))
+    cuts = sorted(draw(st.lists(st.integers(1, len(ordered)), min_size=1, max_size=3)))
     batches, start = [], 0
     for cut in cuts + [len(ordered)]:
         batches.append(ordered[start:cut])
@@ -45,7 +45,7 @@ def streams(draw):
     return chosen, [b for b in batches if b]
 
 
-@settings(max_examples=12)
+@settings(max_examples=20)
 @given(streams())
 def test_final_table_is_the_newest_version_per_key(monkeypatch_stream):
     chosen, batches = monkeypatch_stream
