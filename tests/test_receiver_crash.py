@@ -1,0 +1,60 @@
+"""kill -9 the receiver under load: every event that got a 200 is processed afterwards."""
+
+import os
+import signal
+import sqlite3
+import threading
+import time
+
+import duckdb
+import httpx
+
+from tests.webhook_support import event, new_secret, receiver, run_webhooks_cli, signed_headers
+
+SECRETS = [new_secret()]
+
+
+def test_every_acknowledged_event_survives_kill_9(tmp_path):
+    acked: list[str] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def client(n: int) -> None:
+        with httpx.Client(timeout=5) as http:
+            i = 0
+            while not stop.is_set():
+                webhook_id = f"evt_{n}_{i}"
+                record = {"id": f"po_{n}_{i}", "updated_at": "2026-03-01T00:00:00.000Z", "status": "approved"}
+                body = event(webhook_id, "record.created", "conn_k", record=record)
+                try:
+                    response = http.post(url + "/webhooks/makini", content=body,
+                                         headers=signed_headers(SECRETS, webhook_id, body))
+                except httpx.TransportError:
+                    return  # the receiver is gone
+                if response.status_code == 200:
+                    with lock:
+                        acked.append(webhook_id)
+                i += 1
+
+    with receiver(tmp_path, SECRETS) as url:
+        threads = [threading.Thread(target=client, args=(n,)) for n in range(16)]
+        for t in threads:
+            t.start()
+        time.sleep(1.5)
+        receiver_pids = [int(p) for p in os.popen("pgrep -f 'pipelines.webhooks --inbox " + str(tmp_path) + "'").read().split()]
+        assert receiver_pids, "receiver process not found"
+        for p in receiver_pids:
+            os.kill(p, signal.SIGKILL)
+        stop.set()
+        for t in threads:
+            t.join()
+    assert len(acked) > 100, f"only {len(acked)} events were acknowledged before the kill"
+    with sqlite3.connect(tmp_path / "inbox.sqlite") as conn:
+        stored = {row[0] for row in conn.execute("SELECT webhook_id FROM events")}
+    missing = set(acked) - stored
+    assert not missing, f"{len(missing)} acknowledged events were lost"
+    run = run_webhooks_cli(tmp_path, SECRETS, "process", "--once", "--destination", "duckdb")
+    assert run.returncode == 0, run.stderr[-2000:]
+    with duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True) as db:
+        loaded = {r[0] for r in db.execute("SELECT id FROM makini.purchase_orders").fetchall()}
+    assert {a.replace("evt_", "po_") for a in acked} <= loaded
