@@ -6,6 +6,8 @@
   duplicate ``webhook-id`` already stored). Rejected requests store nothing.
 The 200 is sent only after the event is committed to the inbox (group commit:
 concurrent requests share one fsync). ``GET /healthz``, ``GET /metrics``.
+``POST /webhooks/noop`` exists only with ``noop_route=True`` (benchmark-only:
+reads the body, answers 200, verifies and stores nothing).
 """
 
 from __future__ import annotations
@@ -113,8 +115,13 @@ def check_event(body: bytes) -> None:
         raise Rejected(400, "malformed", "body is not a Makini event (an object with a type)")
 
 
-def create_app(verifiers: Sequence[Any], inbox: Inbox, on_stored: Optional[Any] = None) -> Starlette:
-    """The receiver app. ``on_stored`` (optional) is called after each new event is stored."""
+def create_app(verifiers: Sequence[Any], inbox: Inbox, on_stored: Optional[Any] = None,
+               noop_route: bool = False) -> Starlette:
+    """The receiver app. ``on_stored`` (optional) is called after each new event is stored.
+
+    ``noop_route`` adds ``POST /webhooks/noop`` for benchmarks only: the same
+    server's baseline (read the body, answer 200), never enabled in production.
+    """
     counters: Counter = Counter()
     writer: Optional[GroupCommitWriter] = None
 
@@ -133,6 +140,10 @@ def create_app(verifiers: Sequence[Any], inbox: Inbox, on_stored: Optional[Any] 
         if new and on_stored is not None:
             on_stored()
         return JSONResponse({"status": "stored" if new else "duplicate"})
+
+    async def noop(request: Request) -> Response:
+        await request.body()
+        return JSONResponse({"status": "noop"})
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -154,6 +165,7 @@ def create_app(verifiers: Sequence[Any], inbox: Inbox, on_stored: Optional[Any] 
             Route("/webhooks/makini", receive, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
+            *([Route("/webhooks/noop", noop, methods=["POST"])] if noop_route else []),  # benchmark-only
         ],
         lifespan=lifespan,
     )
