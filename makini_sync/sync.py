@@ -7,6 +7,7 @@ import ctypes
 import logging
 import time
 from collections import Counter
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional, Sequence
 
@@ -17,6 +18,9 @@ from sources.makini import makini_source
 from sources.makini.client import RetryPolicy
 from sources.makini.report import SyncReport
 from sources.makini.settings import Entity, resolve_entities
+
+from sources.makini.spool import settle_spools
+from sources.makini.walk import committed_positions
 
 from .children import prune_superseded_children
 from .fence import SqlVersionFence, existing_tables, fenced_table_names, sweep_tombstoned
@@ -121,6 +125,7 @@ def run_sync(
     retry_policy: Optional[RetryPolicy] = None,
     rows_per_load: Optional[int] = DEFAULT_ROWS_PER_LOAD,
     backfill: bool = False,
+    checkpoints: bool = True,
 ) -> SyncResult:
     """Sync the chosen entities into ``profile``'s destination.
 
@@ -142,6 +147,9 @@ def run_sync(
         "documents": profile.documents,
         "backfill": backfill,
     }
+    spool_root = Path(pipeline.working_dir) / "makini_spool"
+    if checkpoints:
+        source_args["spool_root"] = str(spool_root)
     if base_url is not None:
         source_args["base_url"] = base_url
     if api_token is not None:
@@ -154,6 +162,7 @@ def run_sync(
     with dataset_lock(profile.name):
         pipeline.sync_destination()
         finish_pending_loads(pipeline, profile, chosen)
+        settle_spools(spool_root, committed_positions(resources_state(pipeline)))
         before = {} if full_refresh else count_rows(pipeline, tables)
         refresh = "drop_resources" if full_refresh else None
         # a document store fences inside its own writes (see makini_sync.mongodb)
@@ -165,6 +174,7 @@ def run_sync(
                 pipeline.extract(source, refresh=refresh, loader_file_format=profile.loader_file_format)
             pipeline.normalize()
             pipeline.load()
+            settle_spools(spool_root, committed_positions(resources_state(pipeline)))
             if not profile.documents:
                 after_load(pipeline, chosen)
             normalized = pipeline.last_trace.last_normalize_info
@@ -183,6 +193,10 @@ def run_sync(
             loaded=n, inserted=min(inserted, n), updated=max(n - inserted, 0), total=after.get(table, 0)
         )
     return result
+
+
+def resources_state(pipeline: dlt.Pipeline) -> dict:
+    return pipeline.state.get("sources", {}).get("makini", {}).get("resources", {})
 
 
 def finish_pending_loads(pipeline: dlt.Pipeline, profile: Profile, entities: Sequence[Entity]) -> None:

@@ -17,7 +17,7 @@ from dlt.pipeline.exceptions import PipelineStepFailed
 
 from makini_sync.profiles import load_profile
 from makini_sync.summary import failure_line, render_summary
-from makini_sync.sync import run_sync
+from makini_sync.sync import DEFAULT_ROWS_PER_LOAD, run_sync
 from sources.makini.errors import ConfigurationError
 
 logger = logging.getLogger("makini_sync")
@@ -30,6 +30,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--full-refresh", action="store_true", help="drop the tables and bookmarks, and reload everything")
     parser.add_argument("--sandbox", action="store_true", help="start the bundled Makini sandbox and sync from it (no token needed)")
     parser.add_argument("--sandbox-size", type=int, default=2000, help="purchase orders per sandbox connection (default: 2000)")
+    parser.add_argument("--rows-per-load", type=int, default=None,
+                        help="rows per load package; bounds memory (default: %d)" % DEFAULT_ROWS_PER_LOAD)
+    parser.add_argument("--no-checkpoints", action="store_true", help="do not spool pages (see the README's crash safety)")
     parser.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING (default) or ERROR")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
@@ -61,6 +64,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                 entities=args.entities.split(",") if args.entities else None,
                 full_refresh=args.full_refresh,
                 progress=progress,
+                rows_per_load=args.rows_per_load or DEFAULT_ROWS_PER_LOAD,
+                checkpoints=not args.no_checkpoints,
                 **endpoint,
             )
     except ConfigurationError as exc:

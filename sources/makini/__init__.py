@@ -11,6 +11,7 @@ yields Arrow tables: the entity's rows and its child tables' rows
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
 import dlt
@@ -37,6 +38,7 @@ def makini_source(
     documents: bool = False,
     only: Optional[set] = None,
     backfill: bool = False,
+    spool_root: Optional[str] = None,
 ) -> list[DltResource]:
     """Makini entities for the connections whose tokens ``api_token`` holds.
 
@@ -49,12 +51,13 @@ def makini_source(
     ``only`` limits the walks to these (connection id, table) pairs: the
     unfinished walks of an earlier extraction in the same run. ``backfill``
     walks every record again, whatever the bookmark says (``reconcile``).
+    ``spool_root`` turns on page checkpoints there (``spool.py``).
     """
     report = report if report is not None else SyncReport()
     connections = open_connections(base_url, api_token, retry_policy or RetryPolicy())
     budget = LoadBudget(max_rows_per_load)
     return [
-        entity_resource(EntityWalk(e, report, budget, fence, documents, backfill), connections, only)
+        entity_resource(EntityWalk(e, report, budget, fence, documents, backfill, Path(spool_root) if spool_root else None), connections, only)
         for e in resolve_entities(entities)
     ]
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import email.utils
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterator, Optional
 
@@ -26,6 +27,7 @@ from .connections import Connection
 from .errors import InvalidCursor
 from .paginator import MakiniCursorPaginator
 from .prefetch import prefetched
+from .spool import Spool, SpooledPage
 from .records import PageConverter
 from .report import SyncReport
 from .settings import CONNECTION_COLUMN, ID_COLUMN, UPDATED_AT_COLUMN, Entity
@@ -99,6 +101,7 @@ class EntityWalk:
     fence: Optional[Fence] = None
     documents: bool = False  # keep children embedded (document stores)
     backfill: bool = False  # walk everything, ignoring the bookmark (reconcile)
+    spool_root: Optional[Path] = None  # page checkpoints (spool.py); None: off
 
     def __post_init__(self) -> None:
         self.hints = entity_hints(self.entity)
@@ -134,32 +137,50 @@ class EntityWalk:
         params: dict[str, Any] = {"limit": entity.max_page_size}
         if bookmark.modified_after:
             params["modified_after"] = bookmark.modified_after
-        paginator = MakiniCursorPaginator(resume_cursor=saved["cursor"] if saved else None)
+        base = walk_base(saved, bookmark.modified_after, from_scratch)
+        spool = Spool(self.spool_root, connection_id, entity.table) if self.spool_root else None
+        replay = spool.load(base) if spool else []
+        if spool and not replay:
+            spool.start(base)
+        resume = replay[-1].cursor if replay else base["cursor"]
         converter = PageConverter(entity, connection_id, documents=self.documents)
         progress = f"{entity.table} {connection_id}"
         batches = Batches(self.hints)
-        def pages() -> Iterator[tuple[Any, Optional[str], Optional[int]]]:
+
+        def pages() -> Iterator[SpooledPage]:
+            """Spooled pages first, then live ones, each spooled before it is used."""
+            yield from replay
+            if replay and resume is None:
+                return  # the last page was already spooled
+            paginator = MakiniCursorPaginator(resume_cursor=resume)
             for page in connection.client.paginate(
                 entity.path, params=params, paginator=paginator, hooks={"response": [raise_for_makini_error]}
             ):
-                yield page, paginator.cursor, paginator.total_count
+                arrow = len(page) == 1 and isinstance(page[0], ArrowPage)
+                spooled = SpooledPage(
+                    page[0].records if arrow else list(page), paginator.cursor, paginator.total_count,
+                    page.response.headers.get("Date"), page.response.headers.get("X-Request-Id"),
+                )
+                if spool is not None:
+                    spool.append(spooled)
+                yield spooled
 
-        for page, next_cursor, total_count in prefetched(pages):
+        for page in prefetched(pages):
+            next_cursor, total_count, request_id = page.cursor, page.total_count, page.request_id
             if watermark is None:
-                watermark = Watermark(bookmark, server_time(page.response))
-            request_id = page.response.headers.get("X-Request-Id")
-            if len(page) == 1 and isinstance(page[0], ArrowPage):
-                records = bookmark.drop_loaded(page[0].records, entity.primary_key, entity.updated_at)
+                watermark = Watermark(bookmark, server_time(page.date))
+            if isinstance(page.records, pa.Table):
+                records = bookmark.drop_loaded(page.records, entity.primary_key, entity.updated_at)
                 tables = converter.convert_arrow(records, request_id)
-                seen = page[0].records.num_rows
+                seen = page.records.num_rows
             else:
                 fresh = [
-                    r for r in page
+                    r for r in page.records
                     if not (isinstance(r, dict) and bookmark.already_loaded(
                         str(r.get(entity.primary_key)), r.get(entity.updated_at)))
                 ]
                 tables = converter.convert(fresh, request_id)
-                seen = len(page)
+                seen = len(page.records)
             watermark.observe(tables[entity.table])
             self.report.page(connection_id, entity.table, tables[entity.table].num_rows)
             if self.fence is not None:
@@ -177,6 +198,27 @@ class EntityWalk:
         state.pop("walk", None)
         if watermark is not None:
             state.update(watermark.next_bookmark().to_state())
+
+
+def walk_base(saved: Optional[dict], modified_after: Optional[str], backfill: bool) -> dict:
+    """Where a stretch of a walk starts, as its spool records it."""
+    return {"cursor": saved["cursor"] if saved else None, "modified_after": modified_after, "backfill": backfill}
+
+
+def committed_positions(resources_state: dict) -> dict[tuple[str, str], Optional[dict]]:
+    """(connection, table) -> the base the next stretch of each walk starts from
+    (None for walks that are finished), read from committed dlt state."""
+    positions = {}
+    for table, resource in (resources_state or {}).items():
+        for connection_id, state in (resource.get("bookmarks") or {}).items():
+            saved = state.get("walk")
+            if saved is None:
+                positions[(connection_id, table)] = None
+            else:
+                backfill = bool(saved.get("backfill"))
+                modified_after = None if backfill else state.get("modified_after")
+                positions[(connection_id, table)] = walk_base(saved, modified_after, backfill)
+    return positions
 
 
 class Batches:
@@ -213,9 +255,8 @@ class Batches:
         return dlt.mark.with_hints(table, self.hints[name], create_table_variant=True)
 
 
-def server_time(response: Any) -> Optional[datetime]:
-    """The API server's clock (the ``Date`` header), to cap the bookmark with."""
-    value = response.headers.get("Date")
+def server_time(value: Optional[str]) -> Optional[datetime]:
+    """The API server's clock (a ``Date`` header), to cap the bookmark with."""
     if not value:
         return None
     try:
