@@ -146,12 +146,15 @@ def settle_spools(root: Path, positions: dict[tuple[str, str], Optional[dict]]) 
     """Trim every spool under ``root`` to what a committed load left to do.
 
     ``positions`` maps (connection id, table) to the walk's base in the
-    committed state, or None when that walk is finished.
+    committed state, or None when that walk is finished. A spool of a walk the
+    committed state does not know yet (it began in an extraction that never
+    committed) is left alone: the walk replays it when it starts.
     """
     root = Path(root)
     if not root.exists():
         return
     for connection_dir in root.iterdir():
         for table_dir in connection_dir.iterdir():
-            spool = Spool(root, connection_dir.name, table_dir.name)
-            spool.trim(positions.get((connection_dir.name, table_dir.name)))
+            key = (connection_dir.name, table_dir.name)
+            if key in positions:
+                Spool(root, *key).trim(positions[key])

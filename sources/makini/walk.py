@@ -212,6 +212,8 @@ def committed_positions(resources_state: dict) -> dict[tuple[str, str], Optional
     for table, resource in (resources_state or {}).items():
         for connection_id, state in (resource.get("bookmarks") or {}).items():
             saved = state.get("walk")
+            if not state:
+                continue  # a walk that never committed anything
             if saved is None:
                 positions[(connection_id, table)] = None
             else:
