@@ -127,11 +127,13 @@ def load_deltas(
     deltas: Iterable[Delta],
     pipeline_name: str = DELTAS_PIPELINE,
     events: Optional[list[dict]] = None,
+    pipeline: Optional[dlt.Pipeline] = None,
 ) -> DeltaStats:
     """Merge ``deltas`` into ``profile``'s destination, version-fenced.
 
     ``events`` (lifecycle notices from webhooks) are appended to the
-    ``connection_events`` table, for operators to query.
+    ``connection_events`` table, for operators to query. A long-lived caller
+    (the processor) passes its ``pipeline`` so it is not built per batch.
     """
     received = list(deltas)
     batch = newest_per_key(received)
@@ -140,7 +142,7 @@ def load_deltas(
         return stats
     entities = list({d.entity.table: d.entity for d in batch}.values())
     deletes = [d for d in batch if isinstance(d, Delete)]
-    pipeline = make_pipeline(profile, pipeline_name)
+    pipeline = pipeline or make_pipeline(profile, pipeline_name)
     with dataset_lock(profile.name):
         fenced = set() if profile.documents else existing_tables(pipeline, fenced_table_names(entities))
         with version_fence(pipeline, fenced) as fence:

@@ -14,8 +14,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from ..deltas import load_deltas
-from ..profiles import Profile
+from ..deltas import DELTAS_PIPELINE, load_deltas
+from ..profiles import Profile, make_pipeline
 from .events import ALERT_EVENTS, BadEvent, Lifecycle, parse_event
 from .inbox import Inbox, StoredEvent
 
@@ -43,6 +43,7 @@ class Processor:
         self.inbox, self.profile = inbox, profile
         self.batch_size, self.max_attempts = batch_size, max_attempts
         self.on_lifecycle = on_lifecycle
+        self.pipeline = make_pipeline(profile, DELTAS_PIPELINE)
 
     def drain(self) -> ProcessStats:
         """Process until the inbox has no pending event that can be processed now."""
@@ -106,4 +107,4 @@ class Processor:
 
     def _apply(self, deltas: list, lifecycle: list[Lifecycle]) -> None:
         if deltas or lifecycle:
-            load_deltas(self.profile, deltas, events=[n.row() for n in lifecycle])
+            load_deltas(self.profile, deltas, events=[n.row() for n in lifecycle], pipeline=self.pipeline)
