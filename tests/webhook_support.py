@@ -60,12 +60,14 @@ def cli_env(tmp_path: Path, secrets: list[str], **extra: str) -> dict:
 
 
 @contextlib.contextmanager
-def receiver(tmp_path: Path, secrets: list[str], *args: str, port: Optional[int] = None, **env: str) -> Iterator[str]:
+def receiver(tmp_path: Path, secrets: list[str], *args: str, port: Optional[int] = None,
+             log_level: str = "INFO", **env: str) -> Iterator[str]:
     """``python -m pipelines.webhooks serve`` in a subprocess; yields its base URL."""
     port = port or free_port()
     log = open(tmp_path / f"receiver-{port}.log", "ab")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipelines.webhooks", "--inbox", str(tmp_path / "inbox.sqlite"), "serve",
+        [sys.executable, "-m", "pipelines.webhooks", "--inbox", str(tmp_path / "inbox.sqlite"),
+         "--log-level", log_level, "serve",
          "--port", str(port), *args],
         cwd=tmp_path, env=cli_env(tmp_path, secrets, **env), stdout=log, stderr=subprocess.STDOUT,
     )
