@@ -48,8 +48,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--purchase-orders", type=int, default=100_000)
     parser.add_argument("--skip-generic", action="store_true", help="run makini-sync only")
+    parser.add_argument("--checkpoint-cost", action="store_true",
+                        help="also run makini-sync without page checkpoints and print the ratio")
     args = parser.parse_args()
     modes = ["makini"] if args.skip_generic else ["makini", "rest_api"]
+    if args.checkpoint_cost:
+        modes.append("makini_nockpt")
     sizes = {"purchase-orders": args.purchase_orders, "work-orders": 20_000, "assets": 10_000,
              "inventory-items": 20_000, "vendors": 2_000}
     with tempfile.TemporaryDirectory() as tmp, Sandbox(seed=1, sizes=sizes, connections=1,
@@ -59,6 +63,9 @@ def main() -> None:
         full = {mode: measure(mode, sandbox, workdir) for mode in modes}
         for mode in modes:
             show(f"full {mode}", full[mode])
+        if "makini_nockpt" in full:
+            print(f"checkpoint cost: full sync takes {full['makini']['seconds'] / full['makini_nockpt']['seconds']:.2f}x "
+                  "the time with page checkpoints on versus off")
         if "rest_api" in full:
             print(f"full speed ratio makini/rest_api: {full['makini']['records_per_s'] / full['rest_api']['records_per_s']:.1f}x")
         connection = sandbox.connections[0]["id"]

@@ -27,7 +27,8 @@ def run_makini(args) -> int:
 
     base = load_profile("duckdb")
     profile = base.with_settings(credentials=args.db)
-    result = run_sync(profile, base_url=args.base_url, api_token=[args.token], pipeline_name="bench_makini")
+    result = run_sync(profile, base_url=args.base_url, api_token=[args.token], pipeline_name="bench_makini",
+                      checkpoints=not args.no_checkpoints)
     if not result.ok:
         raise SystemExit(f"sync failed: {result.report.failures}")
     return sum(result.report.records.values())
@@ -69,13 +70,15 @@ def run_rest_api(args) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--mode", choices=["makini", "rest_api"], required=True)
+    parser.add_argument("--mode", choices=["makini", "makini_nockpt", "rest_api"], required=True)
     parser.add_argument("--base-url", required=True)
     parser.add_argument("--token", required=True)
     parser.add_argument("--db", required=True)
+    parser.add_argument("--no-checkpoints", action="store_true")
     args = parser.parse_args()
     started = time.perf_counter()
-    records = run_makini(args) if args.mode == "makini" else run_rest_api(args)
+    args.no_checkpoints = args.no_checkpoints or args.mode == "makini_nockpt"
+    records = run_rest_api(args) if args.mode == "rest_api" else run_makini(args)
     seconds = time.perf_counter() - started
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(orjson.dumps({"mode": args.mode, "records": records, "seconds": round(seconds, 2),

@@ -16,7 +16,7 @@ from sources.makini.settings import ENTITIES
 from tests.sync_support import assert_exact
 
 REPO = Path(__file__).resolve().parent.parent
-SIZES = {"purchase-orders": 2000, "work-orders": 750, "assets": 1000, "inventory-items": 1000, "vendors": 400}
+SIZES = {"purchase-orders": 1200, "work-orders": 500, "assets": 600, "inventory-items": 600, "vendors": 250}
 KILL_POINTS = int(os.environ.get("MAKINI_KILL_POINTS", "20"))
 
 
@@ -30,7 +30,7 @@ def sync_process(sandbox, workdir: Path) -> subprocess.Popen:
         "PYTHONPATH": str(REPO),
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "pipelines.sync", "--rows-per-load", "5000", "--no-progress"],
+        [sys.executable, "-m", "pipelines.sync", "--rows-per-load", "3000", "--no-progress"],
         cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
 
@@ -43,7 +43,7 @@ def list_requests(sandbox) -> dict:
 def test_killed_sync_reruns_exact_and_refetches_at_most_one_page_per_entity(tmp_path):
     rng = random.Random(20261128)
     with Sandbox(seed=21, sizes=SIZES, connections=2, in_process=True) as sandbox:
-        sandbox.control.set_faults(seed=1, slow_rate=1.0, slow_seconds=0.03)  # spread the walk out in time
+        sandbox.control.set_faults(seed=1, slow_rate=1.0, slow_seconds=0.02)  # spread the walk out in time
         clean_dir = tmp_path / "clean"
         clean_dir.mkdir()
         sandbox.control.requests_served(reset=True)
