@@ -1,0 +1,43 @@
+"""The safety nets: reconcile backfills what the warehouse lacks; polling syncs quiet connections."""
+
+import duckdb
+
+from makini_sandbox import Sandbox
+from makini_sync.profiles import load_profile
+from makini_sync.reconcile import reconcile
+from makini_sync.webhooks.events import Lifecycle
+from makini_sync.webhooks.polling import PollingFallback
+from tests.sync_support import FAST_RETRIES, assert_exact, isolated_dlt, sync  # noqa: F401
+
+SIZES = {"purchase-orders": 300, "work-orders": 50, "assets": 40, "inventory-items": 50, "vendors": 30}
+
+
+def test_reconcile_backfills_rows_the_warehouse_lost(isolated_dlt, monkeypatch):
+    db = isolated_dlt / "w.duckdb"
+    monkeypatch.setenv("DESTINATION__DUCKDB__CREDENTIALS", str(db))
+    with Sandbox(seed=13, sizes=SIZES, connections=1, in_process=True) as sandbox:
+        assert sync(db, sandbox).ok
+        with duckdb.connect(str(db)) as con:  # rows lost behind the bookmark's back
+            con.execute("DELETE FROM makini.vendors WHERE id IN (SELECT id FROM makini.vendors LIMIT 7)")
+        assert sync(db, sandbox).tables["vendors"].loaded == 0  # an incremental sync cannot see the gap
+        results = {r.table: r for r in reconcile(load_profile("duckdb"), sandbox.base_url, sandbox.tokens,
+                                                 retry_policy=FAST_RETRIES)}
+        assert results["vendors"].warehouse_before == 23 and results["vendors"].warehouse_after == 30
+        assert not results["assets"].backfilled
+        assert_exact(db, sandbox)
+
+
+def test_polling_syncs_quiet_connections_and_on_sync_completed(isolated_dlt, monkeypatch):
+    db = isolated_dlt / "w.duckdb"
+    monkeypatch.setenv("DESTINATION__DUCKDB__CREDENTIALS", str(db))
+    with Sandbox(seed=14, sizes=SIZES, connections=2, in_process=True) as sandbox:
+        a, b = (c["id"] for c in sandbox.connections)
+        polling = PollingFallback(load_profile("duckdb"), sandbox.base_url, sandbox.tokens, window=3600)
+        polling.note(a)
+        polling.note(b)
+        assert polling.run_due() == []  # both heard from recently
+        polling.on_lifecycle(Lifecycle("evt_1", "sync.completed", b, None, "completed", None))
+        assert polling.run_due() == [b]
+        polling.window = 0  # nothing heard within the window: every connection is polled
+        assert sorted(polling.run_due()) == sorted([a, b])
+        assert_exact(db, sandbox)
