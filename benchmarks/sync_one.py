@@ -22,7 +22,7 @@ ENTITY_PATHS = ["purchase-orders", "work-orders", "assets", "inventory-items", "
 
 
 def run_makini(args) -> int:
-    from makini_sync.profiles import Profile, load_profile
+    from makini_sync.profiles import load_profile
     from makini_sync.sync import run_sync
 
     base = load_profile("duckdb")

@@ -19,7 +19,7 @@ from dlt.common.destination.exceptions import DestinationTransientException
 from pymongo import MongoClient
 
 from makini_sync import mongodb
-from makini_sync.mongodb import apply_hard_deletes, is_stale, upsert_documents
+from makini_sync.mongodb import apply_hard_deletes, is_stale
 from tests.mongo_server import mongo_uri  # noqa: F401  (session fixture)
 
 REF = "makini_sync.mongodb.mongodb_destination"

@@ -4,7 +4,6 @@ import sqlite3
 import time
 
 import httpx
-import orjson
 import pytest
 
 from tests.webhook_support import event, new_secret, receiver, signed_headers

@@ -5,7 +5,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from tests.sync_support import fresh_sandbox, isolated_dlt  # noqa: F401
 
