@@ -175,6 +175,6 @@ def load_deltas(
         info = pipeline.last_trace.last_normalize_info
         pipeline.load()
         if not profile.documents:
-            after_load(pipeline, entities)
+            after_load(pipeline, entities, known=fenced)
     stats.loaded_rows = dict(info.row_counts) if info else {}
     return stats

@@ -75,6 +75,43 @@ def count_rows(pipeline: dlt.Pipeline, tables: Sequence[str]) -> dict[str, int]:
     return counts
 
 
+class DestinationSession:
+    """What the sync asks the destination before a load, over one client."""
+
+    def __init__(self, job_client: Any = None, existing: Optional[set[str]] = None) -> None:
+        self.job_client = job_client
+        self.existing = existing or set()
+
+    def counts(self, tables: Sequence[str]) -> dict[str, int]:
+        if self.job_client is None:
+            return {}
+        client = self.job_client.sql_client
+        return {
+            t: int(client.execute_sql(f"SELECT COUNT(*) FROM {client.make_qualified_table_name(t)}")[0][0])
+            for t in tables if t in self.existing
+        }
+
+    def fence(self, tables: set[str]) -> Optional[Callable]:
+        if self.job_client is None or not tables:
+            return None  # nothing stored before, or the destination fences itself (MongoDB)
+        return SqlVersionFence(self.job_client.sql_client, tables).fresh
+
+
+@contextlib.contextmanager
+def destination_session(
+    pipeline: dlt.Pipeline, profile: Profile, names: Sequence[str], first: bool, needed: bool = True
+) -> Iterator[DestinationSession]:
+    """One destination client for the extraction: which tables exist (first
+    extraction only), row counts, and the version fence. It closes before the
+    load, so no read transaction of ours is open while dlt alters tables."""
+    if profile.documents or not pipeline.default_schema_name or not needed:
+        yield DestinationSession()  # MongoDB fences inside its writes; a first run has nothing
+        return
+    with pipeline.destination_client() as job_client:
+        existing = {n for n, cols in job_client.get_storage_tables(list(names)) if cols} if first else None
+        yield DestinationSession(job_client, existing)
+
+
 @contextlib.contextmanager
 def version_fence(pipeline: dlt.Pipeline, tables: set[str]) -> Iterator[Optional[Callable]]:
     """The fence a load of ``pipeline`` filters its batches through (None: nothing to fence).
@@ -89,14 +126,41 @@ def version_fence(pipeline: dlt.Pipeline, tables: set[str]) -> Iterator[Optional
         yield SqlVersionFence(client, tables).fresh
 
 
-def after_load(pipeline: dlt.Pipeline, entities: Sequence[Entity]) -> None:
-    """Post-load integrity: no child rows of superseded versions, no tombstoned rows."""
-    tables = existing_tables(pipeline, fenced_table_names(entities))
+def schema_tables(pipeline: dlt.Pipeline) -> set[str]:
+    """Tables this pipeline has loaded (its schema knows their columns)."""
+    if not pipeline.default_schema_name:
+        return set()
+    return {name for name, table in pipeline.default_schema.tables.items() if table.get("columns")}
+
+
+def after_load(
+    pipeline: dlt.Pipeline,
+    entities: Sequence[Entity],
+    known: Optional[set[str]] = None,
+    count: Sequence[str] = (),
+) -> dict[str, int]:
+    """Post-load integrity (no child rows of superseded versions, no tombstoned
+    rows), then row counts of ``count``, in one destination session.
+
+    ``known``: the tables that existed before the run; with the tables this
+    pipeline loaded they are all there is (writers hold the dataset lock), so
+    the destination need not be asked again.
+    """
+    if known is None:
+        tables = existing_tables(pipeline, fenced_table_names(entities))
+    else:
+        tables = known | schema_tables(pipeline)
     if not tables:
-        return
+        return {}
+    counts = {}
     with pipeline.sql_client() as client:
         sweep_tombstoned(client, entities, tables)
         prune_superseded_children(client, list(entities), tables)
+        for table in count:
+            if table in tables:
+                rows = client.execute_sql(f"SELECT COUNT(*) FROM {client.make_qualified_table_name(table)}")
+                counts[table] = int(rows[0][0])
+    return counts
 
 
 DEFAULT_ROWS_PER_LOAD = 300_000
@@ -163,27 +227,31 @@ def run_sync(
         pipeline.sync_destination()
         finish_pending_loads(pipeline, profile, chosen)
         settle_spools(spool_root, committed_positions(resources_state(pipeline)))
-        before = {} if full_refresh else count_rows(pipeline, tables)
         refresh = "drop_resources" if full_refresh else None
-        # a document store fences inside its own writes (see makini_sync.mongodb)
-        fenced = set() if full_refresh or profile.documents else existing_tables(pipeline, fenced_table_names(chosen))
         only = None
         while True:
-            with version_fence(pipeline, fenced) as fence:
+            first = only is None
+            with destination_session(pipeline, profile, fenced_table_names(chosen), first,
+                                     needed=first or bool(fenced)) as session:
+                if first:  # learn what the destination holds
+                    existing, before = session.existing, ({} if full_refresh else session.counts(tables))
+                    fenced = set() if full_refresh else existing
+                fence = session.fence(fenced)
                 source = makini_source(**source_args, fence=fence, only=only)
                 pipeline.extract(source, refresh=refresh, loader_file_format=profile.loader_file_format)
             pipeline.normalize()
             pipeline.load()
             settle_spools(spool_root, committed_positions(resources_state(pipeline)))
             if not profile.documents:
-                after_load(pipeline, chosen)
+                after = after_load(pipeline, chosen, existing - (set(tables) if full_refresh else set()), tables)
             normalized = pipeline.last_trace.last_normalize_info
             loaded.update(normalized.row_counts if normalized else {})
             if not report.unfinished:
                 break
             only, report.unfinished = set(report.unfinished), set()
             refresh = None
-    after = count_rows(pipeline, tables)
+    if profile.documents:
+        after = count_rows(pipeline, tables)
 
     result = SyncResult(profile.name, report, seconds=time.monotonic() - started)
     for table in tables:
