@@ -23,10 +23,10 @@ from sources.makini.records import PageConverter
 from sources.makini.settings import CONNECTION_COLUMN, ID_COLUMN, UPDATED_AT_COLUMN, Entity
 from sources.makini.walk import MERGE, entity_hints, key_columns
 
-from .fence import TOMBSTONES, existing_tables, fenced_table_names
+from .fence import TOMBSTONES, fenced_table_names
 from .locking import dataset_lock
 from .profiles import Profile, make_pipeline
-from .sync import after_load, version_fence
+from .sync import after_load, destination_session
 
 logger = logging.getLogger(__name__)
 
@@ -144,8 +144,9 @@ def load_deltas(
     deletes = [d for d in batch if isinstance(d, Delete)]
     pipeline = pipeline or make_pipeline(profile, pipeline_name)
     with dataset_lock(profile.name):
-        fenced = set() if profile.documents else existing_tables(pipeline, fenced_table_names(entities))
-        with version_fence(pipeline, fenced) as fence:
+        with destination_session(pipeline, profile, fenced_table_names(entities), first=True) as session:
+            fenced = session.existing
+            fence = session.fence(fenced)
 
             @dlt.resource(name="deltas")
             def changes() -> Iterator[Any]:

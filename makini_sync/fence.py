@@ -54,10 +54,11 @@ def existing_tables(pipeline: Any, names: Iterable[str]) -> set[str]:
     """Which of ``names`` exist at the destination (asked of the destination itself:
     the sync and the webhook processor are separate pipelines sharing tables)."""
     names = list(names)
-    if not pipeline.default_schema_name:
-        return set()
     with pipeline.destination_client() as client:
-        return {name for name, columns in client.get_storage_tables(names) if columns}
+        try:
+            return {name for name, columns in client.get_storage_tables(names) if columns}
+        except Exception:  # noqa: BLE001 - no dataset yet
+            return set()
 
 
 def fenced_table_names(entities: Iterable[Entity]) -> list[str]:

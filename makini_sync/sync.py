@@ -75,6 +75,14 @@ def count_rows(pipeline: dlt.Pipeline, tables: Sequence[str]) -> dict[str, int]:
     return counts
 
 
+def stored_tables(job_client: Any, names: Sequence[str]) -> set[str]:
+    try:
+        return {n for n, cols in job_client.get_storage_tables(list(names)) if cols}
+    except Exception as exc:  # noqa: BLE001 - no dataset yet (e.g. a MySQL database not created)
+        logger.debug("no stored tables: %s", type(exc).__name__)
+        return set()
+
+
 class DestinationSession:
     """What the sync asks the destination before a load, over one client."""
 
@@ -104,12 +112,13 @@ def destination_session(
     """One destination client for the extraction: which tables exist (first
     extraction only), row counts, and the version fence. It closes before the
     load, so no read transaction of ours is open while dlt alters tables."""
-    if profile.documents or not pipeline.default_schema_name or not needed:
-        yield DestinationSession()  # MongoDB fences inside its writes; a first run has nothing
+    if profile.documents or not needed:
+        yield DestinationSession()  # MongoDB fences inside its own writes
         return
+    # asked of the destination even when this pipeline has no schema yet: the
+    # sync and the webhook processor are separate pipelines sharing tables
     with pipeline.destination_client() as job_client:
-        existing = {n for n, cols in job_client.get_storage_tables(list(names)) if cols} if first else None
-        yield DestinationSession(job_client, existing)
+        yield DestinationSession(job_client, stored_tables(job_client, names) if first else None)
 
 
 @contextlib.contextmanager

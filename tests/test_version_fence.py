@@ -92,3 +92,13 @@ def test_replaying_a_batch_is_idempotent(target):
     first = (target.versions("purchase_orders", CONN), target.line_counts(CONN))
     load_deltas(target.profile, batch)
     assert (target.versions("purchase_orders", CONN), target.line_counts(CONN)) == first
+
+
+def test_the_first_delta_batch_after_a_sync_is_fenced_too(target):
+    # the sync's pipeline writes the newer version; the deltas pipeline has never run
+    from makini_sync.deltas import DELTAS_PIPELINE
+
+    load_deltas(target.profile, [up(order("a", T3, 2))], pipeline_name="makini_sync_like")
+    load_deltas(target.profile, [up(order("a", T1, 5))], pipeline_name=DELTAS_PIPELINE)
+    assert target.versions("purchase_orders", CONN) == {"a": T3}
+    assert target.line_counts(CONN) == {"a": 2}
