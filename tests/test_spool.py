@@ -1,4 +1,4 @@
-"""The page spool: replays exactly what it holds since its base, and survives a damaged page."""
+"""The page spool: replays exactly what it holds since its base, and is trimmed by committed loads."""
 
 import pyarrow as pa
 
@@ -21,16 +21,6 @@ def test_replays_pages_in_order_and_only_for_its_base(tmp_path):
     assert [p.cursor for p in replay] == ["c1", "c2", None]
     assert Spool(tmp_path, "conn_a", "vendors").load({**BASE, "cursor": "elsewhere"}) == []  # stale: cleared
     assert not (tmp_path / "conn_a" / "vendors").exists()
-
-
-def test_a_damaged_page_keeps_what_precedes_it(tmp_path):
-    spool = Spool(tmp_path, "conn_a", "vendors")
-    spool.start(BASE)
-    for n, cursor in enumerate(["c1", "c2", "c3"]):
-        spool.append(page(n, cursor))
-    (spool.dir / "000001.arrow").write_bytes(b"not arrow")
-    replay = Spool(tmp_path, "conn_a", "vendors").load(BASE)
-    assert [p.cursor for p in replay] == ["c1"]  # the walk resumes from c1 and refetches the rest
 
 
 def test_settling_after_a_load_keeps_pages_fetched_ahead(tmp_path):

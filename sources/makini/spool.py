@@ -69,24 +69,18 @@ class Spool:
         pages = []
         for entry in manifest["pages"]:
             path = self.dir / entry["file"]
-            try:
-                if entry["kind"] == "arrow":
-                    # read into memory: the files go away while the tables are still in use
-                    records = ipc.open_file(pa.BufferReader(path.read_bytes())).read_all()
-                else:
-                    records = orjson.loads(path.read_bytes())
-            except (OSError, pa.ArrowInvalid, orjson.JSONDecodeError):
-                # a page lost to a crash of the machine itself: keep what precedes it
-                # and fetch the rest again (correct, only slower)
-                self._write_manifest({**manifest, "pages": manifest["pages"][: len(pages)]})
-                break
+            if entry["kind"] == "arrow":
+                # read into memory: the files go away while the tables are still in use
+                records = ipc.open_file(pa.BufferReader(path.read_bytes())).read_all()
+            else:
+                records = orjson.loads(path.read_bytes())
             pages.append(SpooledPage(records, entry["cursor"], entry["total_count"], entry["date"], entry["request_id"]))
         return pages
 
     def start(self, base: dict) -> None:
         self.clear()
         self.dir.mkdir(parents=True, exist_ok=True)
-        self._write_manifest({"base": base, "pages": []}, sync_dir=True)
+        self._write_manifest({"base": base, "pages": []})
 
     def append(self, page: SpooledPage) -> None:
         manifest = json.loads(self._manifest.read_text())
@@ -111,9 +105,7 @@ class Spool:
     def clear(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def _write_manifest(self, manifest: dict, sync_dir: bool = False) -> None:
-        """Atomic replace. The directory is fsynced only when the spool starts: a
-        later rename lost to a power cut only means refetching that page."""
+    def _write_manifest(self, manifest: dict) -> None:
         tmp = self._manifest.with_suffix(".tmp")
         with open(tmp, "w") as f:
             json.dump(manifest, f)
@@ -121,7 +113,7 @@ class Spool:
                 f.flush()
                 os.fsync(f.fileno())
         os.replace(tmp, self._manifest)
-        if self.fsync and sync_dir:
+        if self.fsync:
             _fsync_dir(self.dir)
 
 
