@@ -233,8 +233,11 @@ def run_sync(
     tables = table_names(chosen)
     loaded: Counter = Counter()
     with dataset_lock(profile.name):
-        pipeline.sync_destination()
         finish_pending_loads(pipeline, profile, chosen)
+        # after the pending loads: a run killed between committing its package
+        # and saving its local state left the newer state only in that package,
+        # now in the destination; take it back before walking on
+        pipeline.sync_destination()
         settle_spools(spool_root, committed_positions(resources_state(pipeline)))
         refresh = "drop_resources" if full_refresh else None
         only = None
