@@ -121,20 +121,6 @@ def destination_session(
         yield DestinationSession(job_client, stored_tables(job_client, names) if first else None)
 
 
-@contextlib.contextmanager
-def version_fence(pipeline: dlt.Pipeline, tables: set[str]) -> Iterator[Optional[Callable]]:
-    """The fence a load of ``pipeline`` filters its batches through (None: nothing to fence).
-
-    ``tables`` are those that held rows before this run: rows a run loads
-    itself need no fence within the run (a walk meets newer versions later).
-    """
-    if not tables:
-        yield None  # nothing stored before, or the destination fences itself (MongoDB)
-        return
-    with pipeline.sql_client() as client:
-        yield SqlVersionFence(client, tables).fresh
-
-
 def schema_tables(pipeline: dlt.Pipeline) -> set[str]:
     """Tables this pipeline has loaded (its schema knows their columns)."""
     if not pipeline.default_schema_name:
@@ -241,6 +227,7 @@ def run_sync(
         settle_spools(spool_root, committed_positions(resources_state(pipeline)))
         refresh = "drop_resources" if full_refresh else None
         only = None
+        fenced: set[str] = set()  # set by the first extraction
         while True:
             first = only is None
             with destination_session(pipeline, profile, fenced_table_names(chosen), first,
