@@ -14,6 +14,7 @@ import logging
 import os
 import email.utils
 import socket
+import sys
 import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -31,6 +32,13 @@ class SandboxHTTPServer(ThreadingHTTPServer):
     def __init__(self, state: SandboxState, host: str = "127.0.0.1", port: int = 0) -> None:
         self.state = state
         super().__init__((host, port), SandboxHandler)
+
+    def handle_error(self, request, client_address) -> None:
+        """A client that hangs up mid-request (a killed sync) is routine, not a traceback."""
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            log.debug("client %s went away", client_address)
+            return
+        super().handle_error(request, client_address)
 
     def server_close(self) -> None:
         super().server_close()
