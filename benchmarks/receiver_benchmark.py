@@ -350,7 +350,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per endpoint (part 1)")
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each (part 1)")
     parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--max-rate", type=int, default=8000,
+    parser.add_argument("--max-rate", type=int, default=16000,
                         help="requests pre-built per second of part 1 (the generator stops if it runs out)")
     parser.add_argument("--rate", type=float, default=1000.0, help="events/s for part 2")
     parser.add_argument("--visibility-seconds", type=float, default=5.0, help="seconds of sending in part 2")

@@ -91,3 +91,15 @@ def test_metrics_count_rejections_by_reason(server):
     assert values["makini_webhooks_received_total"] >= 1
     assert values['makini_webhooks_rejected_total{reason="timestamp"}'] >= 0
     assert "makini_webhooks_queued" in values and "makini_webhooks_lag_seconds" in values
+
+
+def test_inbox_append_tells_new_from_duplicate_within_and_across_batches(tmp_path):
+    from makini_sync.webhooks.inbox import INSERT_CHUNK, Inbox
+
+    inbox = Inbox(tmp_path / "inbox.sqlite")
+    first = [("a", b"1"), ("a", b"1"), ("b", b"2")]
+    assert inbox.append(first) == [True, False, True]
+    assert inbox.append([("b", b"2"), ("c", b"3")]) == [False, True]
+    many = [(f"m{i}", b"x") for i in range(INSERT_CHUNK * 2 + 3)]  # spans several INSERT statements
+    assert inbox.append(many + [("m0", b"x")]) == [True] * len(many) + [False]
+    assert inbox.counts()["pending"] == 3 + len(many)

@@ -15,8 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import queue
-import threading
 from collections import Counter
 from typing import Any, AsyncIterator, Optional, Sequence
 
@@ -33,64 +31,55 @@ from .signatures import Rejected, verify
 logger = logging.getLogger(__name__)
 
 MAX_BODY = 1024 * 1024
-GROUP_COMMIT_MAX = 512
 
 
 class GroupCommitWriter:
-    """Appends events to the inbox from one thread, many per transaction.
+    """Appends events to the inbox from the event loop, many per transaction.
 
-    A request awaits its own event's commit, so the 200 means durable; while
-    one transaction commits, the next requests queue up and share the next.
+    A request queues its event and awaits the commit, so the 200 means
+    durable. The first event of a batch schedules one flush at the end of the
+    loop's current pass; every request parsed in that pass joins it, so one
+    INSERT and one fsync serve them all.
+
+    Why on the loop thread and not a writer thread: measured here, a writer
+    thread spent most of its time waiting for the GIL (each SQLite call gives
+    it up and must win it back from a busy loop), so a batch took several
+    switch intervals (5 ms each) and p99 latency grew to 60-70 ms. A batch's
+    INSERT and fsync take well under a millisecond on a local disk; on a disk
+    where fsync is slow, batches grow to match (throughput ~ batch / fsync).
     """
 
     def __init__(self, inbox: Inbox) -> None:
         self.inbox = inbox
-        self._queue: queue.Queue = queue.Queue()
-        self._thread = threading.Thread(target=self._run, name="inbox-writer", daemon=True)
-        self._thread.start()
+        self._pending: list[tuple[str, bytes, asyncio.Future]] = []
 
     async def append(self, webhook_id: str, body: bytes) -> bool:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._queue.put((webhook_id, body, loop, future))
+        if not self._pending:
+            loop.call_soon(self._flush)
+        self._pending.append((webhook_id, body, future))
         return await future
 
     def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join(timeout=10)
+        if self._pending:
+            self._flush()
 
-    def _run(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            while len(batch) < GROUP_COMMIT_MAX:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    self._queue.put(None)
-                    break
-                batch.append(item)
-            try:
-                stored = self.inbox.append((w, b) for w, b, _, _ in batch)
-                outcomes = [(True, s) for s in stored]
-            except Exception as exc:  # noqa: BLE001 - each waiting request gets the error
-                logger.exception("inbox append failed")
-                outcomes = [(False, exc)] * len(batch)
-            for (_, _, loop, future), (ok, value) in zip(batch, outcomes):
-                loop.call_soon_threadsafe(_settle, future, ok, value)
-
-
-def _settle(future: asyncio.Future, ok: bool, value: Any) -> None:
-    if future.done():
-        return
-    if ok:
-        future.set_result(value)
-    else:
-        future.set_exception(value)
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        if not batch:
+            return
+        try:
+            stored = self.inbox.append((w, b) for w, b, _ in batch)
+        except Exception as exc:  # noqa: BLE001 - each waiting request gets the error
+            logger.exception("inbox append failed")
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, _, future), new in zip(batch, stored):
+            if not future.done():  # a request whose client went away was cancelled
+                future.set_result(new)
 
 
 async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
@@ -155,10 +144,12 @@ def create_app(verifiers: Sequence[Any], inbox: Inbox, on_stored: Optional[Any] 
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         nonlocal writer
         writer = GroupCommitWriter(inbox)
+        checkpointer = inbox.checkpoint_in_background()
         try:
             yield
         finally:
             writer.close()
+            checkpointer.stop()
 
     return Starlette(
         routes=[
