@@ -2,7 +2,7 @@
 
 import pyarrow as pa
 
-from sources.makini.spool import Spool, SpooledPage, settle_spools
+from sources.makini.spool import LOG_NAME, Spool, SpooledPage, settle_spools
 
 BASE = {"cursor": None, "modified_after": None, "backfill": False}
 
@@ -33,3 +33,44 @@ def test_settling_after_a_load_keeps_pages_fetched_ahead(tmp_path):
     assert [p.cursor for p in Spool(tmp_path, "conn_a", "vendors").load(committed)] == ["c3"]
     settle_spools(tmp_path, {("conn_a", "vendors"): None})  # the walk finished and was loaded
     assert not (tmp_path / "conn_a" / "vendors").exists()
+
+
+def test_a_torn_or_damaged_frame_drops_itself_and_what_follows_and_appends_go_on(tmp_path):
+    spool = Spool(tmp_path, "conn_a", "vendors")
+    spool.start(BASE)
+    for n, cursor in enumerate(["c1", "c2"]):
+        spool.append(page(n, cursor))
+    log = tmp_path / "conn_a" / "vendors" / LOG_NAME
+    intact = log.stat().st_size
+    spool.append(page(2, "c3"))
+    with open(log, "r+b") as f:  # a crash cut the last write short
+        f.truncate(log.stat().st_size - 5)
+    resumed = Spool(tmp_path, "conn_a", "vendors")
+    assert [p.cursor for p in resumed.load(BASE)] == ["c1", "c2"]
+    assert log.stat().st_size == intact  # the torn tail is gone
+    resumed.append(page(3, "c4"))
+    assert [p.records["id"][0].as_py() for p in Spool(tmp_path, "conn_a", "vendors").load(BASE)] == ["r0", "r1", "r3"]
+
+    data = bytearray(log.read_bytes())
+    data[intact - 3] ^= 0xFF  # a flipped byte inside the second page: its CRC fails
+    log.write_bytes(bytes(data))
+    assert [p.cursor for p in Spool(tmp_path, "conn_a", "vendors").load(BASE)] == ["c1"]
+
+
+def test_a_spool_whose_base_frame_is_torn_is_stale(tmp_path):
+    spool = Spool(tmp_path, "conn_a", "vendors")
+    spool.start(BASE)
+    log = tmp_path / "conn_a" / "vendors" / LOG_NAME
+    log.write_bytes(log.read_bytes()[:-1])
+    assert Spool(tmp_path, "conn_a", "vendors").load(BASE) == []
+    assert not log.exists()
+
+
+def test_list_pages_round_trip(tmp_path):
+    spool = Spool(tmp_path, "conn_a", "vendors")
+    spool.start(BASE)
+    records = [{"id": "v1", "nested": {"a": [1, 2]}}, {"id": 2}]
+    spool.append(SpooledPage(records, None, None, "Sun, 29 Nov 2026 01:00:00 GMT", "req_x"))
+    (replayed,) = Spool(tmp_path, "conn_a", "vendors").load(BASE)
+    assert (replayed.records, replayed.cursor, replayed.date, replayed.request_id) == (
+        records, None, "Sun, 29 Nov 2026 01:00:00 GMT", "req_x")

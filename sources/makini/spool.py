@@ -2,10 +2,11 @@
 
 dlt commits a walk's state only with a finished load package, so a sync killed
 in the middle of an extraction would start that extraction over. The spool
-closes the gap: every page, as parsed, is written to disk (Arrow IPC, fsync)
-together with the cursor after it, before the walk uses it. A rerun replays
-the spooled pages instead of fetching them again and goes on from the last
-spooled cursor, so at most the one page in flight is fetched twice.
+closes the gap: every page, as parsed, is appended to the walk's log (Arrow
+IPC bytes and the cursor after it, in one fsynced frame) before the walk uses
+it. A rerun replays the spooled pages instead of fetching them again and goes
+on from the last spooled cursor, so at most the one page in flight is fetched
+twice.
 
 A spool belongs to one stretch of a walk: it records the cursor it started
 from (``base``). After a load commits, the walk's state holds a newer cursor
@@ -16,16 +17,21 @@ moves past a page that is not in a committed load package.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
+import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import orjson
 import pyarrow as pa
 import pyarrow.ipc as ipc
+
+LOG_NAME = "spool.log"
+_FRAME = struct.Struct("<4sIQI")  # magic, header length, payload length, crc32 of header + payload
+_MAGIC = b"MKS1"
 
 
 @dataclass
@@ -45,77 +51,119 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _frame(header: dict, payload: bytes | memoryview = b"") -> bytes:
+    head = orjson.dumps(header)
+    crc = zlib.crc32(payload, zlib.crc32(head))
+    return b"".join((_FRAME.pack(_MAGIC, len(head), len(payload), crc), head, payload))
+
+
+def _frames(data: bytes) -> Iterator[tuple[int, dict, memoryview]]:
+    """(end offset, header, payload) of each whole, intact frame; stops at the
+    first torn or damaged one (a write cut short by a crash)."""
+    view, offset = memoryview(data), 0
+    while offset + _FRAME.size <= len(data):
+        magic, head_len, payload_len, crc = _FRAME.unpack_from(data, offset)
+        start = offset + _FRAME.size
+        end = start + head_len + payload_len
+        if magic != _MAGIC or end > len(data):
+            return
+        head, payload = view[start:start + head_len], view[start + head_len:end]
+        if zlib.crc32(payload, zlib.crc32(head)) != crc:
+            return
+        try:
+            header = orjson.loads(head)
+        except orjson.JSONDecodeError:
+            return
+        yield end, header, payload
+        offset = end
+
+
+def _encode(page: SpooledPage) -> tuple[dict, bytes | memoryview]:
+    header = {"cursor": page.cursor, "total_count": page.total_count, "date": page.date,
+              "request_id": page.request_id}
+    if isinstance(page.records, pa.Table):
+        sink = pa.BufferOutputStream()
+        with ipc.new_stream(sink, page.records.schema) as writer:
+            writer.write_table(page.records)
+        return {**header, "kind": "arrow"}, memoryview(sink.getvalue())
+    return {**header, "kind": "json"}, orjson.dumps(page.records)
+
+
+def _decode(header: dict, payload: memoryview) -> SpooledPage:
+    if header["kind"] == "arrow":
+        # copied out of the file's buffer: the spool may be cleared while the table is in use
+        records = ipc.open_stream(pa.py_buffer(bytes(payload))).read_all()
+    else:
+        records = orjson.loads(payload)
+    return SpooledPage(records, header["cursor"], header["total_count"], header["date"], header["request_id"])
+
+
 class Spool:
-    """The spool of one walk (connection x entity) in ``root``."""
+    """The spool of one walk (connection x entity) in ``root``: one append-only log.
+
+    The log's first frame holds the base; each page is one more frame (page
+    metadata and Arrow IPC bytes, with a CRC) written and fsynced at once, so
+    a page costs one write and one fsync. A frame cut short by a crash fails
+    its length or CRC check and is dropped with everything after it. Written
+    by hand: it is a few dozen lines, and the file formats around (Arrow IPC,
+    Parquet) cannot be appended to durably page by page.
+    """
 
     def __init__(self, root: Path, connection_id: str, table: str, fsync: bool = True) -> None:
         self.dir = Path(root) / connection_id / table
         self.fsync = fsync
+        self._fd: Optional[int] = None
 
     @property
-    def _manifest(self) -> Path:
-        return self.dir / "manifest.json"
+    def _log(self) -> Path:
+        return self.dir / LOG_NAME
+
+    def _read(self) -> tuple[Optional[dict], list[tuple[dict, memoryview]], int]:
+        """(base, [(page header, payload)], end of the last intact frame)."""
+        try:
+            data = self._log.read_bytes()
+        except FileNotFoundError:
+            return None, [], 0
+        base, pages, good = None, [], 0
+        for end, header, payload in _frames(data):
+            if base is None:
+                if "base" not in header:
+                    break
+                base = header["base"]
+            else:
+                pages.append((header, payload))
+            good = end
+        return base, pages, good
 
     def load(self, base: dict) -> list[SpooledPage]:
         """The pages spooled since ``base`` (the walk's position in dlt state); [] if stale."""
-        try:
-            manifest = json.loads(self._manifest.read_text())
-        except (FileNotFoundError, ValueError):
+        found, pages, good = self._read()
+        if found is None or found != base:
             self.clear()
             return []
-        if manifest.get("base") != base:
-            self.clear()
-            return []
-        pages = []
-        for entry in manifest["pages"]:
-            path = self.dir / entry["file"]
-            if entry["kind"] == "arrow":
-                # read into memory: the files go away while the tables are still in use
-                records = ipc.open_file(pa.BufferReader(path.read_bytes())).read_all()
-            else:
-                records = orjson.loads(path.read_bytes())
-            pages.append(SpooledPage(records, entry["cursor"], entry["total_count"], entry["date"], entry["request_id"]))
-        return pages
+        if good != self._log.stat().st_size:
+            os.truncate(self._log, good)  # drop a torn tail, so appends follow intact frames
+        return [_decode(header, payload) for header, payload in pages]
 
     def start(self, base: dict) -> None:
         self.clear()
         self.dir.mkdir(parents=True, exist_ok=True)
-        self._write_manifest({"base": base, "pages": []})
+        self._write_log(self._log, [_frame({"base": base})])
 
     def append(self, page: SpooledPage) -> None:
-        manifest = json.loads(self._manifest.read_text())
-        number = manifest.get("next", len(manifest["pages"]))
-        manifest["next"] = number + 1
-        if isinstance(page.records, pa.Table):
-            name, kind = f"{number:06d}.arrow", "arrow"
-            with pa.OSFile(str(self.dir / name), "wb") as sink, ipc.new_file(sink, page.records.schema) as writer:
-                writer.write_table(page.records)
-        else:
-            name, kind = f"{number:06d}.json", "json"
-            (self.dir / name).write_bytes(orjson.dumps(page.records))
+        header, payload = _encode(page)
+        frame = _frame(header, payload)
+        if self._fd is None:
+            self._fd = os.open(self._log, os.O_WRONLY | os.O_APPEND)
+        view, written = memoryview(frame), 0
+        while written < len(frame):
+            written += os.write(self._fd, view[written:])
         if self.fsync:
-            with open(self.dir / name, "rb") as f:
-                os.fsync(f.fileno())
-        manifest["pages"].append({
-            "file": name, "kind": kind, "cursor": page.cursor, "total_count": page.total_count,
-            "date": page.date, "request_id": page.request_id,
-        })
-        self._write_manifest(manifest)
+            os.fsync(self._fd)
 
     def clear(self) -> None:
+        self._close()
         shutil.rmtree(self.dir, ignore_errors=True)
-
-    def _write_manifest(self, manifest: dict) -> None:
-        tmp = self._manifest.with_suffix(".tmp")
-        with open(tmp, "w") as f:
-            json.dump(manifest, f)
-            if self.fsync:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, self._manifest)
-        if self.fsync:
-            _fsync_dir(self.dir)
-
 
     def trim(self, committed: Optional[dict]) -> None:
         """After a load committed: drop the pages it holds.
@@ -124,22 +172,42 @@ class Spool:
         (None: the walk finished, so the whole spool is loaded). Pages after
         that cursor (fetched ahead of the load's end) stay, rebased on it.
         """
-        try:
-            manifest = json.loads(self._manifest.read_text())
-        except (FileNotFoundError, ValueError):
+        base, pages, _ = self._read()
+        if base is None:
             return
         if committed is None:
             self.clear()
             return
-        cursors = [p["cursor"] for p in manifest["pages"]]
+        cursors = [header["cursor"] for header, _ in pages]
         if committed.get("cursor") not in cursors:
-            if manifest.get("base") != committed:
+            if base != committed:
                 self.clear()
             return
-        keep = cursors.index(committed["cursor"]) + 1
-        for entry in manifest["pages"][:keep]:
-            (self.dir / entry["file"]).unlink(missing_ok=True)
-        self._write_manifest({"base": committed, "pages": manifest["pages"][keep:], "next": manifest.get("next", 0)})
+        keep = pages[cursors.index(committed["cursor"]) + 1:]
+        self._close()
+        tmp = self._log.with_suffix(".tmp")
+        self._write_log(tmp, [_frame({"base": committed}), *(_frame(h, p) for h, p in keep)])
+        os.replace(tmp, self._log)
+        if self.fsync:
+            _fsync_dir(self.dir)
+
+    def _write_log(self, path: Path, frames: list[bytes]) -> None:
+        with open(path, "wb") as f:
+            for frame in frames:
+                f.write(frame)
+            if self.fsync:
+                f.flush()
+                os.fsync(f.fileno())
+        if self.fsync:
+            _fsync_dir(self.dir)  # the log's directory entry is durable too
+
+    def _close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __del__(self) -> None:
+        self._close()
 
 
 def settle_spools(root: Path, positions: dict[tuple[str, str], Optional[dict]]) -> None:
