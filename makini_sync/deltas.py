@@ -174,7 +174,7 @@ def load_deltas(
             pipeline.extract(deltas_source(changes), loader_file_format=profile.loader_file_format)
         pipeline.normalize()
         info = pipeline.last_trace.last_normalize_info
-        pipeline.load()
+        profile.load(pipeline)
         if not profile.documents:
             after_load(pipeline, entities, known=fenced)
     stats.loaded_rows = dict(info.row_counts) if info else {}

@@ -15,7 +15,7 @@ from sources.makini.errors import ConfigurationError
 
 DEFAULT_PROFILES = Path(__file__).resolve().parent.parent / "destinations.toml"
 DEFAULT_DUCKDB_FILE = "makini_sync.duckdb"
-SYNC_KEYS = ("destination", "loader_file_format", "documents", "credentials_settings")  # read by the sync, not dlt
+SYNC_KEYS = ("destination", "loader_file_format", "documents", "credentials_settings", "load_workers")  # read by the sync, not dlt
 SECRET_KEYS = frozenset({"credentials", "password", "private_key", "private_key_passphrase", "token"})
 
 
@@ -27,6 +27,11 @@ class Profile:
     settings: dict[str, Any] = field(default_factory=dict)
     documents: bool = False  # a document store: child rows stay embedded in their parent
     credentials_settings: dict[str, Any] = field(default_factory=dict)
+    load_workers: Optional[int] = None  # dlt's load job threads (None: dlt's default)
+
+    def load(self, pipeline: dlt.Pipeline) -> Any:
+        """``pipeline.load()`` with this profile's number of load workers."""
+        return pipeline.load(**({"workers": self.load_workers} if self.load_workers else {}))
 
     def with_settings(self, **settings: Any) -> "Profile":
         """This profile with more destination settings (e.g. explicit credentials in tests)."""
@@ -76,8 +81,17 @@ def load_profiles(path: Optional[Path] = None) -> dict[str, Profile]:
             settings,
             bool(body.get("documents")),
             dict(body.get("credentials_settings") or {}),
+            _load_workers(name, path, body.get("load_workers")),
         )
     return profiles
+
+
+def _load_workers(name: str, path: Path, value: Any) -> Optional[int]:
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigurationError(f"profile [{name}] in {path}: load_workers must be a whole number >= 1, not {value!r}")
+    return value
 
 
 def load_profile(name: str, path: Optional[Path] = None) -> Profile:

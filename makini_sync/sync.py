@@ -239,7 +239,7 @@ def run_sync(
                 source = makini_source(**source_args, fence=fence, only=only)
                 pipeline.extract(source, refresh=refresh, loader_file_format=profile.loader_file_format)
             pipeline.normalize()
-            pipeline.load()
+            profile.load(pipeline)
             settle_spools(spool_root, committed_positions(resources_state(pipeline)))
             if not profile.documents:
                 after = after_load(pipeline, chosen, existing - (set(tables) if full_refresh else set()), tables)
@@ -271,6 +271,6 @@ def finish_pending_loads(pipeline: dlt.Pipeline, profile: Profile, entities: Seq
     if pipeline.has_pending_data:
         logger.warning("loading data a previous run extracted but did not load")
         pipeline.normalize()
-        pipeline.load()
+        profile.load(pipeline)
         if not profile.documents:
             after_load(pipeline, entities)

@@ -1,0 +1,42 @@
+"""destinations.toml: what a profile may hold, and the errors a bad one gets."""
+
+import pytest
+
+from makini_sync.profiles import load_profile, load_profiles
+from sources.makini.errors import ConfigurationError
+
+
+def write(tmp_path, text):
+    path = tmp_path / "destinations.toml"
+    path.write_text(text)
+    return path
+
+
+def test_the_shipped_profiles_load():
+    profiles = load_profiles()
+    assert set(profiles) == {"duckdb", "postgres", "mysql", "snowflake", "mongodb"}
+    assert profiles["duckdb"].load_workers == 2 and profiles["postgres"].load_workers is None
+    assert "load_workers" not in profiles["duckdb"].settings  # read by the sync, not passed to dlt
+
+
+def test_a_secret_in_a_profile_is_refused_without_echoing_it(tmp_path):
+    path = write(tmp_path, '[pg]\ndestination = "postgres"\ncredentials = "postgresql://u:hunter2@h/db"\n')
+    with pytest.raises(ConfigurationError) as error:
+        load_profiles(path)
+    assert "DESTINATION__PG__CREDENTIALS" in str(error.value) and "hunter2" not in str(error.value)
+
+
+@pytest.mark.parametrize("value", ["0", '"two"', "true", "1.5"])
+def test_load_workers_must_be_a_positive_whole_number(tmp_path, value):
+    path = write(tmp_path, f'[duckdb]\ndestination = "duckdb"\nload_workers = {value}\n')
+    with pytest.raises(ConfigurationError, match="load_workers must be a whole number >= 1"):
+        load_profiles(path)
+
+
+def test_unknown_profile_and_broken_file_name_what_to_fix(tmp_path):
+    with pytest.raises(ConfigurationError, match="unknown destination 'nope': destinations.toml defines duckdb"):
+        load_profile("nope")
+    with pytest.raises(ConfigurationError, match="is not valid TOML"):
+        load_profiles(write(tmp_path, "[duckdb\n"))
+    with pytest.raises(ConfigurationError, match="needs a `destination` key"):
+        load_profiles(write(tmp_path, "[duckdb]\nloader_file_format = 'parquet'\n"))
