@@ -28,11 +28,13 @@ from makini_sandbox import Sandbox  # noqa: E402
 from sources.makini.settings import ENTITIES  # noqa: E402
 
 
-def measure(mode: str, sandbox: Sandbox, workdir: Path) -> dict:
-    env = {**os.environ, "DLT_DATA_DIR": str(workdir / f"dlt_{mode}"), "RUNTIME__LOG_LEVEL": "WARNING"}
+def measure(mode: str, sandbox: Sandbox, workdir: Path, run_name: str = "") -> dict:
+    """One sync in a process of its own; ``run_name`` picks a fresh pipeline and database."""
+    name = f"{mode}{run_name}"
+    env = {**os.environ, "DLT_DATA_DIR": str(workdir / f"dlt_{name}"), "RUNTIME__LOG_LEVEL": "WARNING"}
     run = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "sync_one.py"), "--mode", mode,
-         "--base-url", sandbox.base_url, "--token", sandbox.tokens[0], "--db", str(workdir / f"bench_{mode}.duckdb")],
+         "--base-url", sandbox.base_url, "--token", sandbox.tokens[0], "--db", str(workdir / f"bench_{name}.duckdb")],
         env=env, capture_output=True, text=True, cwd=workdir,
     )
     if run.returncode != 0:
@@ -51,6 +53,8 @@ def main() -> None:
     parser.add_argument("--skip-generic", action="store_true", help="run makini-sync only")
     parser.add_argument("--checkpoint-cost", action="store_true",
                         help="also run makini-sync without page checkpoints and print the ratio")
+    parser.add_argument("--checkpoint-pairs", type=int, default=3,
+                        help="with --checkpoint-cost: full syncs with and without checkpoints (medians compared)")
     parser.add_argument("--incremental-rounds", type=int, default=3,
                         help="incremental runs per sync, each after a fresh 1%% of changes (median compared)")
     args = parser.parse_args()
@@ -67,8 +71,17 @@ def main() -> None:
         for mode in modes:
             show(f"full {mode}", full[mode])
         if "makini_nockpt" in full:
-            print(f"checkpoint cost: full sync takes {full['makini']['seconds'] / full['makini_nockpt']['seconds']:.2f}x "
-                  "the time with page checkpoints on versus off")
+            # one pair of full syncs differs by more than the cost measured, so
+            # more pairs run, alternating, each into a fresh database
+            seconds = {"makini": [full["makini"]["seconds"]], "makini_nockpt": [full["makini_nockpt"]["seconds"]]}
+            for pair in range(1, args.checkpoint_pairs):
+                for mode in seconds:
+                    seconds[mode].append(measure(mode, sandbox, workdir, f"_pair{pair}")["seconds"])
+            on, off = statistics.median(seconds["makini"]), statistics.median(seconds["makini_nockpt"])
+            print(f"checkpoint cost: full sync takes {on / off:.2f}x the time with page checkpoints on versus off "
+                  f"(median of {len(seconds['makini'])} runs each: {on:.2f} s vs {off:.2f} s; "
+                  f"on {', '.join(f'{v:.2f}' for v in seconds['makini'])}; "
+                  f"off {', '.join(f'{v:.2f}' for v in seconds['makini_nockpt'])})")
         if "rest_api" in full:
             print(f"full speed ratio makini/rest_api: {full['makini']['records_per_s'] / full['rest_api']['records_per_s']:.1f}x")
         connection = sandbox.connections[0]["id"]
@@ -86,6 +99,8 @@ def main() -> None:
                 figures = measure(mode, sandbox, workdir)
                 timings[mode].append(figures["seconds"])
                 show(f"  incremental {mode}", figures)
+        if not args.incremental_rounds:
+            return
         medians = {mode: statistics.median(values) for mode, values in timings.items()}
         for mode in modes:
             print(f"incremental {mode}: median {medians[mode]:.2f} s over {len(timings[mode])} runs "

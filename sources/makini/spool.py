@@ -17,6 +17,7 @@ moves past a page that is not in a committed load package.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import struct
@@ -207,7 +208,8 @@ class Spool:
             self._fd = None
 
     def __del__(self) -> None:
-        self._close()
+        with contextlib.suppress(Exception):  # at interpreter exit ``os`` may be gone already
+            self._close()
 
 
 def settle_spools(root: Path, positions: dict[tuple[str, str], Optional[dict]]) -> None:
