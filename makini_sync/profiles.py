@@ -15,6 +15,7 @@ from sources.makini.errors import ConfigurationError
 
 DEFAULT_PROFILES = Path(__file__).resolve().parent.parent / "destinations.toml"
 DEFAULT_DUCKDB_FILE = "makini_sync.duckdb"
+DATASET_NAME = "makini"
 SYNC_KEYS = ("destination", "loader_file_format", "documents", "credentials_settings", "load_workers")  # read by the sync, not dlt
 SECRET_KEYS = frozenset({"credentials", "password", "private_key", "private_key_passphrase", "token"})
 
@@ -46,9 +47,24 @@ class Profile:
     def build(self) -> Destination:
         """The dlt destination, configured under ``destination.<profile name>``."""
         settings = dict(self.settings)
-        if self.destination == "duckdb" and "credentials" not in settings and not self._database_configured():
-            settings["credentials"] = DEFAULT_DUCKDB_FILE  # dlt would name it after the profile
+        if self.destination == "duckdb":
+            if "credentials" not in settings and not self._database_configured():
+                settings["credentials"] = DEFAULT_DUCKDB_FILE  # dlt would name it after the profile
+            self._refuse_database_named_like_dataset(settings.get("credentials"))
         return Destination.from_reference(self.destination, destination_name=self.name, **settings)
+
+    def _refuse_database_named_like_dataset(self, explicit: Any) -> None:
+        """DuckDB names a database after its file; a file called ``makini.duckdb``
+        makes every ``makini.<table>`` ambiguous (catalog or schema?) and loads
+        fail deep inside dlt. Say so up front."""
+        configured = explicit if explicit is not None else dlt.secrets.get(f"destination.{self.name}.credentials")
+        if isinstance(configured, dict):
+            configured = configured.get("database")
+        if isinstance(configured, str) and Path(configured).stem == DATASET_NAME:
+            raise ConfigurationError(
+                f"the DuckDB file {Path(configured).name!r} has the dataset's name ({DATASET_NAME!r}), which makes "
+                f"DuckDB's table names ambiguous; name the file otherwise, e.g. {DEFAULT_DUCKDB_FILE!r}"
+            )
 
     def _database_configured(self) -> bool:
         configured = dlt.secrets.get(f"destination.{self.name}.credentials")
@@ -109,6 +125,6 @@ def make_pipeline(profile: Profile, pipeline_name: str = "makini_sync", **kwargs
     return dlt.pipeline(
         pipeline_name=pipeline_name,
         destination=profile.build(),
-        dataset_name="makini",
+        dataset_name=DATASET_NAME,
         **kwargs,
     )

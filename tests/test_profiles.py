@@ -40,3 +40,16 @@ def test_unknown_profile_and_broken_file_name_what_to_fix(tmp_path):
         load_profiles(write(tmp_path, "[duckdb\n"))
     with pytest.raises(ConfigurationError, match="needs a `destination` key"):
         load_profiles(write(tmp_path, "[duckdb]\nloader_file_format = 'parquet'\n"))
+
+
+@pytest.mark.parametrize("credentials", ["/tmp/x/makini.duckdb", "makini.db"])
+def test_a_duckdb_file_named_like_the_dataset_is_refused_with_a_way_out(credentials):
+    profile = load_profile("duckdb").with_settings(credentials=credentials)
+    with pytest.raises(ConfigurationError, match="name the file otherwise, e.g. 'makini_sync.duckdb'"):
+        profile.build()
+
+
+def test_a_duckdb_file_named_like_the_dataset_in_env_is_refused(monkeypatch):
+    monkeypatch.setenv("DESTINATION__DUCKDB__CREDENTIALS", "/tmp/makini.duckdb")
+    with pytest.raises(ConfigurationError, match="has the dataset's name"):
+        load_profile("duckdb").build()
