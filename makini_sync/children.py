@@ -14,6 +14,8 @@ from typing import Any
 
 from sources.makini.settings import CONNECTION_COLUMN, ID_COLUMN, UPDATED_AT_COLUMN, Entity
 
+from .headroom import execute_with_headroom
+
 logger = logging.getLogger(__name__)
 
 
@@ -31,5 +33,5 @@ def prune_superseded_children(client: Any, entities: list[Entity], loaded: set[s
                 f" AND p.{q(ID_COLUMN)} = {child_t}.{q(child.parent_column)}"
                 f" AND p.{q(UPDATED_AT_COLUMN)} <> {child_t}.{q(child.version_column)})"
             )
-            client.execute_sql(sql)
+            execute_with_headroom(client, sql)
             logger.debug("pruned superseded rows of %s", child.table)

@@ -32,6 +32,8 @@ import pyarrow as pa
 
 from sources.makini.settings import CONNECTION_COLUMN, ID_COLUMN, UPDATED_AT_COLUMN, Entity
 
+from .headroom import execute_with_headroom
+
 logger = logging.getLogger(__name__)
 
 TOMBSTONES = "_makini_tombstones"
@@ -153,7 +155,8 @@ def sweep_tombstoned(sql_client: Any, entities: Iterable[Entity], tables: set[st
             if table not in tables:
                 continue
             target = sql_client.make_qualified_table_name(table)
-            sql_client.execute_sql(
+            execute_with_headroom(
+                sql_client,
                 f"DELETE FROM {target} WHERE EXISTS (SELECT 1 FROM {tomb} d"
                 f" WHERE d.{q('entity')} = %s AND d.{q(CONNECTION_COLUMN)} = {target}.{q(CONNECTION_COLUMN)}"
                 f" AND d.{q(ID_COLUMN)} = {target}.{q(id_column)}"
