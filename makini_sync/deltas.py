@@ -104,6 +104,16 @@ def delta_tables(deltas: list[Delta], documents: bool) -> Iterator[tuple[Entity,
         yield entity, converter.convert([dict(d.record) for d in group])
 
 
+def touched_keys(deltas: list[Delta]) -> dict[str, dict[str, list[str]]]:
+    """entity table -> connection -> ids this batch wrote or deleted (the
+    post-load prune and sweep look at these records only)."""
+    keys: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+    for delta in deltas:
+        connection_id, table, record_id = delta.key
+        keys[table][connection_id].append(record_id)
+    return {table: dict(by_connection) for table, by_connection in keys.items()}
+
+
 def tombstone_table(deletes: list[Delete]) -> pa.Table:
     return pa.table({
         CONNECTION_COLUMN: pa.array([d.connection_id for d in deletes], pa.string()),
@@ -176,6 +186,6 @@ def load_deltas(
         info = pipeline.last_trace.last_normalize_info
         profile.load(pipeline)
         if not profile.documents:
-            after_load(pipeline, entities, known=fenced)
+            after_load(pipeline, entities, known=fenced, keys=touched_keys(batch))
     stats.loaded_rows = dict(info.row_counts) if info else {}
     return stats

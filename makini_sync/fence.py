@@ -32,6 +32,7 @@ import pyarrow as pa
 
 from sources.makini.settings import CONNECTION_COLUMN, ID_COLUMN, UPDATED_AT_COLUMN, Entity
 
+from .children import Keys, key_filters
 from .headroom import execute_with_headroom
 
 logger = logging.getLogger(__name__)
@@ -141,13 +142,19 @@ class SqlVersionFence:
         return result
 
 
-def sweep_tombstoned(sql_client: Any, entities: Iterable[Entity], tables: set[str]) -> None:
-    """Delete rows, and their child rows, covered by a tombstone at least as new."""
+def sweep_tombstoned(sql_client: Any, entities: Iterable[Entity], tables: set[str], keys: Optional[Keys] = None) -> None:
+    """Delete rows, and their child rows, covered by a tombstone at least as new.
+
+    ``keys``: only these records' tombstones (a webhook batch's deletes);
+    without keys every tombstone is checked.
+    """
     if TOMBSTONES not in tables:
         return
     q = sql_client.escape_column_name
     tomb = sql_client.make_qualified_table_name(TOMBSTONES)
     for entity in entities:
+        if keys is not None and not keys.get(entity.table):
+            continue
         targets = [(entity.table, ID_COLUMN, UPDATED_AT_COLUMN)] + [
             (c.table, c.parent_column, c.version_column) for c in entity.children
         ]
@@ -155,11 +162,12 @@ def sweep_tombstoned(sql_client: Any, entities: Iterable[Entity], tables: set[st
             if table not in tables:
                 continue
             target = sql_client.make_qualified_table_name(table)
-            execute_with_headroom(
-                sql_client,
-                f"DELETE FROM {target} WHERE EXISTS (SELECT 1 FROM {tomb} d"
-                f" WHERE d.{q('entity')} = %s AND d.{q(CONNECTION_COLUMN)} = {target}.{q(CONNECTION_COLUMN)}"
-                f" AND d.{q(ID_COLUMN)} = {target}.{q(id_column)}"
-                f" AND d.{q(UPDATED_AT_COLUMN)} >= {target}.{q(version_column)})",
-                entity.table,
-            )
+            for condition, args in key_filters(sql_client, "d", keys.get(entity.table) if keys is not None else None):
+                execute_with_headroom(
+                    sql_client,
+                    f"DELETE FROM {target} WHERE EXISTS (SELECT 1 FROM {tomb} d"
+                    f" WHERE d.{q('entity')} = %s AND d.{q(CONNECTION_COLUMN)} = {target}.{q(CONNECTION_COLUMN)}"
+                    f" AND d.{q(ID_COLUMN)} = {target}.{q(id_column)}"
+                    f" AND d.{q(UPDATED_AT_COLUMN)} >= {target}.{q(version_column)}{condition})",
+                    entity.table, *args,
+                )

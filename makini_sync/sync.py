@@ -22,7 +22,7 @@ from sources.makini.settings import Entity, resolve_entities
 from sources.makini.spool import settle_spools
 from sources.makini.walk import committed_positions
 
-from .children import prune_superseded_children
+from .children import Keys, prune_superseded_children
 from .fence import SqlVersionFence, existing_tables, fenced_table_names, sweep_tombstoned
 from .locking import dataset_lock
 from .profiles import Profile, make_pipeline
@@ -133,6 +133,7 @@ def after_load(
     entities: Sequence[Entity],
     known: Optional[set[str]] = None,
     count: Sequence[str] = (),
+    keys: Optional[Keys] = None,
 ) -> dict[str, int]:
     """Post-load integrity (no child rows of superseded versions, no tombstoned
     rows), then row counts of ``count``, in one destination session.
@@ -149,8 +150,8 @@ def after_load(
         return {}
     counts = {}
     with pipeline.sql_client() as client:
-        sweep_tombstoned(client, entities, tables)
-        prune_superseded_children(client, list(entities), tables)
+        sweep_tombstoned(client, entities, tables, keys)
+        prune_superseded_children(client, list(entities), tables, keys)
         for table in count:
             if table in tables:
                 rows = client.execute_sql(f"SELECT COUNT(*) FROM {client.make_qualified_table_name(table)}")
