@@ -41,16 +41,16 @@ def _json_text(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
-def _flatten(prefix: str, value: dict, out: dict) -> None:
-    """Nested objects become ``parent__child`` columns, as dlt's normaliser does."""
-    for key, inner in value.items():
-        name = f"{prefix}__{key}"
-        if isinstance(inner, dict):
-            _flatten(name, inner, out)
-        elif isinstance(inner, list):
-            out[name] = _json_text(inner)
-        else:
-            out[name] = inner
+def _put(name: str, value: Any, out: dict) -> None:
+    """Nested objects become ``parent__child`` columns, as dlt's normaliser does;
+    arrays become JSON text."""
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            _put(f"{name}__{key}", inner, out)
+    elif isinstance(value, list):
+        out[name] = _json_text(value)
+    else:
+        out[name] = value
 
 
 def _flat_row(record: dict, skip: frozenset[str]) -> dict:
@@ -60,12 +60,8 @@ def _flat_row(record: dict, skip: frozenset[str]) -> dict:
             continue
         if key in JSON_FIELDS:
             row[key] = None if value is None else _json_text(value)
-        elif isinstance(value, dict):
-            _flatten(key, value, row)
-        elif isinstance(value, list):
-            row[key] = _json_text(value)
         else:
-            row[key] = value
+            _put(key, value, row)
     return row
 
 
