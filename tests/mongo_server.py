@@ -26,6 +26,8 @@ from typing import Iterator
 
 import pytest
 
+from tests.processes import stop_process
+
 STARTUP_TIMEOUT_S = 30.0
 
 
@@ -99,10 +101,5 @@ def mongo_uri() -> Iterator[str]:
         yield uri
     finally:
         client.close()
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         log.close()

@@ -17,6 +17,8 @@ import httpx
 import orjson
 from standardwebhooks.webhooks import Webhook
 
+from tests.processes import stop_process
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -85,12 +87,7 @@ def receiver(tmp_path: Path, secrets: list[str], *args: str, port: Optional[int]
             time.sleep(0.1)
         yield url
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_process(proc)
         log.close()
 
 
