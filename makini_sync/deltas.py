@@ -26,6 +26,7 @@ from sources.makini.walk import MERGE, entity_hints, key_columns
 from .fence import TOMBSTONES, fenced_table_names
 from .locking import dataset_lock
 from .profiles import Profile, make_pipeline
+from .recovery import drop_committed_extractions
 from .sync import after_load, destination_session
 
 logger = logging.getLogger(__name__)
@@ -154,6 +155,7 @@ def load_deltas(
     deletes = [d for d in batch if isinstance(d, Delete)]
     pipeline = pipeline or make_pipeline(profile, pipeline_name)
     with dataset_lock(profile.name):
+        drop_committed_extractions(pipeline)  # a processor killed mid-normalize
         with destination_session(pipeline, profile, fenced_table_names(entities), first=True) as session:
             fenced = session.existing
             fence = session.fence(fenced)

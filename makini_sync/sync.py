@@ -26,6 +26,7 @@ from .children import Keys, prune_superseded_children
 from .fence import SqlVersionFence, existing_tables, fenced_table_names, sweep_tombstoned
 from .locking import dataset_lock
 from .profiles import Profile, make_pipeline
+from .recovery import drop_committed_extractions
 
 logger = logging.getLogger(__name__)
 
@@ -269,6 +270,7 @@ def resources_state(pipeline: dlt.Pipeline) -> dict:
 
 def finish_pending_loads(pipeline: dlt.Pipeline, profile: Profile, entities: Sequence[Entity]) -> None:
     """Load what an interrupted run extracted but did not load (its state came with it)."""
+    drop_committed_extractions(pipeline)
     if pipeline.has_pending_data:
         logger.warning("loading data a previous run extracted but did not load")
         pipeline.normalize()

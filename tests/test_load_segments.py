@@ -41,3 +41,27 @@ def test_expired_cursor_restarts_from_the_walks_bookmark(fresh_sandbox, tmp_path
     assert result.ok, result.report.failures
     assert fresh_sandbox.control.requests_served()["by_status"].get("400", 0) > served_before
     assert_exact(db, fresh_sandbox, entities=["purchase_orders"])
+
+
+def test_a_kill_between_normalize_commit_and_cleanup_is_mended(fresh_sandbox, tmp_path):
+    """dlt's normalize renames a package into the load storage, then deletes the
+    extracted copy; a kill in between leaves both. The next run must load it."""
+    import shutil
+    from pathlib import Path
+
+    db = tmp_path / "w.duckdb"
+    pipeline = make_pipeline(duckdb_profile(db), "makini_sync")
+    source = makini_source(base_url=fresh_sandbox.base_url, api_token=fresh_sandbox.tokens,
+                           entities=["vendors"], report=SyncReport(), retry_policy=FAST_RETRIES)
+    pipeline.extract(source, loader_file_format="parquet")
+    (load_id,) = pipeline.list_extracted_load_packages()
+    extracted = Path(pipeline.working_dir) / "normalize" / "extracted" / load_id
+    kept = tmp_path / "extracted_copy"
+    shutil.copytree(extracted, kept)
+    pipeline.normalize()
+    shutil.copytree(kept, extracted)  # the state a kill between rename and delete leaves
+    assert load_id in pipeline.list_extracted_load_packages() and load_id in pipeline.list_normalized_load_packages()
+
+    result = sync(db, fresh_sandbox, entities=["vendors"])
+    assert result.ok, result.report.failures
+    assert_exact(db, fresh_sandbox, entities=["vendors"])

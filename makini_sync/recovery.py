@@ -1,0 +1,27 @@
+"""Mending the one crash window dlt leaves in its own storage.
+
+dlt's normalize commits a package by renaming it into the load storage and
+then deleting the extracted copy ("do not kill this process" in its log). A
+``kill -9`` between the two leaves both, and the next normalize tries to
+commit the same package again and fails with "Directory not empty" (seen in
+the crash harness). The renamed package is complete (the rename is atomic),
+so the extracted leftover is dropped before anything is normalized.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import dlt
+
+logger = logging.getLogger(__name__)
+
+
+def drop_committed_extractions(pipeline: dlt.Pipeline) -> list[str]:
+    """Delete extracted packages that normalize already committed; their ids."""
+    committed = set(pipeline.list_normalized_load_packages()) | set(pipeline.list_completed_load_packages())
+    leftovers = sorted(set(pipeline.list_extracted_load_packages()) & committed)
+    for load_id in leftovers:
+        logger.warning("package %s was normalized before a crash; dropping its extracted copy", load_id)
+        pipeline._get_normalize_storage().extracted_packages.delete_package(load_id)  # no public API for this
+    return leftovers
