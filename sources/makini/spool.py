@@ -173,11 +173,11 @@ class Spool:
         (None: the walk finished, so the whole spool is loaded). Pages after
         that cursor (fetched ahead of the load's end) stay, rebased on it.
         """
+        if committed is None:
+            self.clear()  # the common case after a load: no need to read the pages back
+            return
         base, pages, _ = self._read()
         if base is None:
-            return
-        if committed is None:
-            self.clear()
             return
         cursors = [header["cursor"] for header, _ in pages]
         if committed.get("cursor") not in cursors:
