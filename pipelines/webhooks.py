@@ -57,8 +57,9 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def webhook_verifiers() -> list:
-    from makini_sync.webhooks.signatures import parse_secrets
+def webhook_secrets() -> list[str]:
+    """The configured ``whsec_`` secrets, each checked (a malformed one is a configuration error)."""
+    from makini_sync.webhooks.signatures import parse_secrets, secret_list
 
     secret = dlt.secrets.get("sources.makini.webhook_secret")
     if not secret:
@@ -66,7 +67,8 @@ def webhook_verifiers() -> list:
             "no webhook secret: set sources.makini.webhook_secret (env SOURCES__MAKINI__WEBHOOK_SECRET)"
         )
     try:
-        return parse_secrets(secret)
+        parse_secrets(secret)
+        return secret_list(secret)
     except ValueError as exc:
         raise ConfigurationError(str(exc)) from None
 
@@ -103,7 +105,7 @@ def serve(inbox: Inbox, args: argparse.Namespace) -> int:
     from makini_sync.webhooks.receiver import create_app
 
     stop, wake = threading.Event(), threading.Event()
-    app = create_app(webhook_verifiers(), inbox, on_stored=wake.set if args.with_processor else None,
+    app = create_app(webhook_secrets(), inbox, on_stored=wake.set if args.with_processor else None,
                      noop_route=args.bench_noop)
     if args.with_processor:
         threading.Thread(target=processing_loop, args=(inbox, args, stop, wake), daemon=True,

@@ -20,7 +20,6 @@ from makini_sync.deltas import Upsert, load_deltas
 from makini_sync.profiles import load_profile
 from makini_sync.webhooks.inbox import Inbox
 from makini_sync.webhooks.receiver import create_app
-from makini_sync.webhooks.signatures import parse_secrets
 from sources.makini.client import ArrowPage, MakiniClient
 from sources.makini.errors import MakiniError
 from sources.makini.records import PageConverter
@@ -42,7 +41,7 @@ hostile_keys = st.sampled_from(['"; DROP TABLE makini.purchase_orders; --', "id"
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
     inbox = Inbox(tmp_path_factory.mktemp("fuzz") / "inbox.sqlite")
-    with TestClient(create_app(parse_secrets([SECRET]), inbox)) as test_client:
+    with TestClient(create_app([SECRET], inbox)) as test_client:
         yield test_client, inbox
 
 

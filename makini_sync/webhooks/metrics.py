@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-REASONS = ("signature", "timestamp", "malformed", "too_large")
+REASONS = ("signature", "timestamp", "malformed", "too_large", "store")
 
 
 def render_metrics(counters: Counter, inbox: dict) -> str:

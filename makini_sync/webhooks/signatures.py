@@ -24,7 +24,7 @@ class Rejected(Exception):
         self.status, self.reason = status, reason
 
 
-def parse_secrets(value: object) -> list[Webhook]:
+def secret_list(value: object) -> list[str]:
     """``whsec_...`` secrets: one, a list, or a JSON list / whitespace-separated string."""
     import orjson
 
@@ -36,8 +36,13 @@ def parse_secrets(value: object) -> list[Webhook]:
             "sources.makini.webhook_secret must hold one secret or a list of secrets "
             "(env SOURCES__MAKINI__WEBHOOK_SECRET)"
         )
+    return [str(secret) for secret in value]
+
+
+def parse_secrets(value: object) -> list[Webhook]:
+    """A verifier per secret (see ``secret_list`` for the accepted shapes); a malformed secret is a ValueError."""
     verifiers = []
-    for position, secret in enumerate(value, 1):
+    for position, secret in enumerate(secret_list(value), 1):
         try:
             verifiers.append(Webhook(str(secret)))
         except Exception:  # noqa: BLE001 - never echo the secret itself

@@ -1,0 +1,89 @@
+"""The receiver's inbox writer process: its wire format, its secrets, and what happens when it dies."""
+
+import os
+import random
+import signal
+import sqlite3
+import time
+
+import httpx
+import psutil
+
+from makini_sync.webhooks.inbox_writer import decode_replies, decode_requests, encode_reply, encode_request
+from tests.webhook_support import event, new_secret, receiver, signed_headers
+
+SECRETS = [new_secret()]
+
+
+def feed_in_pieces(decode, frames: bytes, rng: random.Random) -> list:
+    """Decode ``frames`` delivered in random pieces, as a socket may deliver them."""
+    buffer, decoded, position = bytearray(), [], 0
+    while position < len(frames):
+        step = rng.randint(1, 40)
+        buffer += frames[position:position + step]
+        position += step
+        decoded.extend(decode(buffer))
+    assert not buffer, "bytes left over after the last complete frame"
+    return decoded
+
+
+def test_frames_cut_anywhere_decode_to_the_same_requests_and_replies():
+    rng = random.Random(7)
+    requests = [(seq, f"evt_{seq}".encode(), b"1764300000", b"v1,abc= v1,def=", os.urandom(rng.randint(0, 300)))
+                for seq in range(50)]
+    assert feed_in_pieces(decode_requests, b"".join(encode_request(*r) for r in requests), rng) == requests
+    replies = [(seq, rng.choice([200, 401, 503]), rng.choice([b"stored", b"signature\nno valid signature", b""]))
+               for seq in range(50)]
+    assert feed_in_pieces(decode_replies, b"".join(encode_reply(*r) for r in replies), rng) == replies
+
+
+def writer_process(inbox) -> psutil.Process:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        for proc in psutil.process_iter(["cmdline"]):
+            cmdline = proc.info["cmdline"] or []
+            if "makini_sync.webhooks.inbox_writer" in cmdline and str(inbox) in cmdline:
+                return proc
+        time.sleep(0.05)
+    raise AssertionError("no inbox writer process found")
+
+
+def post(url: str, webhook_id: str) -> httpx.Response:
+    body = event(webhook_id, "record.created", "conn_w",
+                 record={"id": webhook_id, "updated_at": "2026-03-01T00:00:00.000Z", "status": "open"})
+    return httpx.post(url + "/webhooks/makini", content=body, headers=signed_headers(SECRETS, webhook_id, body),
+                      timeout=10)
+
+
+def stored_ids(inbox) -> set:
+    with sqlite3.connect(inbox) as conn:
+        return {row[0] for row in conn.execute("SELECT webhook_id FROM events")}
+
+
+def test_the_writer_gets_the_secrets_over_its_socket_only(tmp_path):
+    with receiver(tmp_path, SECRETS) as url:
+        assert post(url, "evt_secret").status_code == 200
+        writer = writer_process(tmp_path / "inbox.sqlite")
+        exposed = " ".join(writer.cmdline()) + " " + " ".join(f"{k}={v}" for k, v in writer.environ().items())
+        assert SECRETS[0] not in exposed and SECRETS[0].removeprefix("whsec_") not in exposed
+
+
+def test_a_killed_writer_costs_503s_never_a_false_200_and_a_new_writer_takes_over(tmp_path):
+    inbox = tmp_path / "inbox.sqlite"
+    with receiver(tmp_path, SECRETS) as url:
+        assert post(url, "evt_before").status_code == 200
+        first = writer_process(inbox)
+        first.send_signal(signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while first.is_running() and first.status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
+            time.sleep(0.01)
+        answers = {}
+        for n in range(20):
+            answers[f"evt_after_{n}"] = post(url, f"evt_after_{n}").status_code
+        assert set(answers.values()) <= {200, 503}, answers
+        assert answers[f"evt_after_{len(answers) - 1}"] == 200, "the receiver did not start a new writer"
+        assert writer_process(inbox).pid != first.pid
+        acknowledged = {webhook_id for webhook_id, status in answers.items() if status == 200}
+        assert acknowledged | {"evt_before"} <= stored_ids(inbox)
+        metrics = httpx.get(url + "/metrics").text
+    assert "makini_webhooks_stored_total" in metrics
