@@ -69,9 +69,14 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def cpu_ticks(pid: int) -> float:
-    """User + system CPU seconds of a process (all its threads), from /proc."""
+    """User + system CPU seconds of a process (all its threads) and its live children (the inbox writer), from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    children = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            children.update(int(c) for c in (task / "children").read_text().split())
+    return own + sum(cpu_ticks(child) for child in children if Path(f"/proc/{child}").exists())
 
 
 def webhooks_cli(workdir: Path, secret: str, log_name: str, *args: str, **env: str) -> subprocess.Popen:
@@ -160,7 +165,7 @@ def acks(args: argparse.Namespace) -> None:
     http = "httptools" if importlib.util.find_spec("httptools") else "h11 (pure Python; httptools not installed)"
     loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio (uvloop not installed)"
     print(f"== durable acknowledgements: {args.connections} keep-alive connections, "
-          f"{args.warmup:g} s warm-up + {args.seconds:g} s per endpoint, one receiver process")
+          f"{args.warmup:g} s warm-up + {args.seconds:g} s per endpoint, one receiver process (+ its inbox writer)")
     print(f"   uvicorn: HTTP parser {http}, event loop {loop}")
     with tempfile.TemporaryDirectory(prefix="receiver-bench-") as tmp, \
             serve(Path(tmp), secret, "--bench-noop") as (port, proc):
@@ -176,7 +181,7 @@ def acks(args: argparse.Namespace) -> None:
         with contextlib.closing(sqlite3.connect(Path(tmp) / "inbox.sqlite")) as db:
             stored = db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
     print(f"   {'endpoint':<32}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'non-200':>9}"
-          f"   CPU (% of one core): server / generator / other processes")
+          f"   CPU (% of one core): server (loop + inbox writer) / generator / other processes")
     for name, label in (("no-op", "no-op (read body, 200)"), ("real", "real (verify + durable append)")):
         r = results[name]
         non_200 = sum(v for k, v in r["statuses"].items() if k != "200")
