@@ -60,12 +60,26 @@ def stored_ids(inbox) -> set:
         return {row[0] for row in conn.execute("SELECT webhook_id FROM events")}
 
 
-def test_the_writer_gets_the_secrets_over_its_socket_only(tmp_path):
+def test_the_writer_gets_the_secrets_over_its_socket_only_and_stops_with_the_receiver(tmp_path):
     with receiver(tmp_path, SECRETS) as url:
         assert post(url, "evt_secret").status_code == 200
         writer = writer_process(tmp_path / "inbox.sqlite")
         exposed = " ".join(writer.cmdline()) + " " + " ".join(f"{k}={v}" for k, v in writer.environ().items())
         assert SECRETS[0] not in exposed and SECRETS[0].removeprefix("whsec_") not in exposed
+    writer.wait(timeout=10)  # raises if the writer outlives its receiver
+
+
+def test_a_body_near_the_size_limit_is_verified_and_stored_whole(tmp_path):
+    padding = "x" * (1024 * 1024 - 2048)
+    body = event("evt_big", "record.created", "conn_w",
+                 record={"id": "po_big", "updated_at": "2026-03-01T00:00:00.000Z", "note": padding})
+    assert 1024 * 1024 - 4096 < len(body) <= 1024 * 1024
+    with receiver(tmp_path, SECRETS) as url:
+        answer = httpx.post(url + "/webhooks/makini", content=body,
+                            headers=signed_headers(SECRETS, "evt_big", body), timeout=30)
+        assert answer.status_code == 200 and answer.json() == {"status": "stored"}
+    with sqlite3.connect(tmp_path / "inbox.sqlite") as conn:
+        assert conn.execute("SELECT body FROM events WHERE webhook_id = 'evt_big'").fetchone()[0] == body
 
 
 def test_a_killed_writer_costs_503s_never_a_false_200_and_a_new_writer_takes_over(tmp_path):

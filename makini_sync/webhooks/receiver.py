@@ -102,6 +102,8 @@ def create_app(secrets: Sequence[str], inbox: Inbox, on_stored: Optional[Any] = 
         return JSONResponse({"status": "noop"})
 
     async def healthz(request: Request) -> Response:
+        if not writer.running:
+            return JSONResponse({"status": "the inbox writer is restarting"}, status_code=503)
         return JSONResponse({"status": "ok"})
 
     async def metrics(request: Request) -> Response:

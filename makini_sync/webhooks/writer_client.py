@@ -39,6 +39,10 @@ class InboxWriterClient(asyncio.Protocol):
         self._seq = 0
         self._closing = False
 
+    @property
+    def running(self) -> bool:
+        return self.transport is not None
+
     async def start(self) -> None:
         """Start the writer process and connect to it (also used to restart a dead writer)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
