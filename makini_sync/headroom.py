@@ -1,10 +1,10 @@
 """Whole-table statements on a memory-capped DuckDB.
 
-The DuckDB profile caps DuckDB's memory (64 MB) so a sync's RSS stays flat.
+The DuckDB profile caps DuckDB's memory (48 MB) so a sync's RSS stays flat.
 dlt's merges are bounded by the rows of one load, but the post-load integrity
 statements (pruning superseded line items, sweeping tombstoned rows) join whole
 tables: measured, at 2M purchase orders (8M line items) the prune needs more
-than 64 MB, and DuckDB answers with an out-of-memory error instead of spilling.
+than the cap, and DuckDB answers with an out-of-memory error instead of spilling.
 Such a statement is retried once with the cap raised for it, then the cap is
 put back, so a large warehouse costs a short memory peak, not a failed sync.
 """
