@@ -53,6 +53,24 @@ class Profile:
             self._refuse_database_named_like_dataset(settings.get("credentials"))
         return Destination.from_reference(self.destination, destination_name=self.name, **settings)
 
+    def duckdb_file(self) -> Optional[str]:
+        """The DuckDB file this profile writes, as dlt would resolve it (explicit setting,
+        then ``destination.<name>.credentials``, then the default); None for an
+        in-memory or externally opened database, or another destination."""
+        if self.destination != "duckdb":
+            return None
+        configured = self.settings.get("credentials")
+        if configured is None:
+            configured = dlt.secrets.get(f"destination.{self.name}.credentials")
+        if isinstance(configured, dict):
+            configured = configured.get("database")
+        if configured is None:
+            configured = DEFAULT_DUCKDB_FILE
+        if not isinstance(configured, str) or configured == ":memory:" or configured.startswith("md:"):
+            return None
+        self._refuse_database_named_like_dataset(configured)
+        return configured
+
     def _refuse_database_named_like_dataset(self, explicit: Any) -> None:
         """DuckDB names a database after its file; a file called ``makini.duckdb``
         makes every ``makini.<table>`` ambiguous (catalog or schema?) and loads

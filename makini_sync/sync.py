@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional, Sequence
 
 import dlt
+import duckdb
 import pyarrow as pa
 
 from sources.makini import makini_source
@@ -122,6 +123,47 @@ def destination_session(
         yield DestinationSession(job_client, stored_tables(job_client, names) if first else None)
 
 
+class DatabaseUnavailable(Exception):
+    """The destination's database cannot be opened (held by another process, say)."""
+
+
+class RunDatabase:
+    """For a DuckDB file, one connection held for the whole run.
+
+    dlt opens the file for each load job and closes it when the last job
+    returns it; each close checkpoints (so the staging copies were written
+    into the file only to be deleted) and each open reads the catalog again.
+    dlt treats a connection it is given as the caller's and never closes it,
+    so the run closes it, once, at the end. Measured (5 alternating pairs):
+    an incremental run 1.75 s against 1.94 s (medians), a full sync no
+    different. The run holds the file for its whole length: the webhook
+    processor opens it per batch, as before, and the dataset lock keeps the
+    two apart; another process (the DuckDB CLI, say) cannot open the file
+    until the run ends, where before it could between loads.
+    """
+
+    def __init__(self, profile: Profile) -> None:
+        self.profile = profile
+        self.connection: Optional[duckdb.DuckDBPyConnection] = None
+
+    def __enter__(self) -> "RunDatabase":
+        path = self.profile.duckdb_file()
+        if path is not None:
+            try:
+                self.connection = duckdb.connect(path)
+            except duckdb.Error as exc:
+                raise DatabaseUnavailable(
+                    f"cannot open the DuckDB file {path}: {exc} (if another process holds it, "
+                    "close that process or run the sync when it is done)"
+                ) from None
+            self.profile = self.profile.with_settings(credentials=self.connection)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.connection is not None:
+            self.connection.close()
+
+
 def schema_tables(pipeline: dlt.Pipeline) -> set[str]:
     """Tables this pipeline has loaded (its schema knows their columns)."""
     if not pipeline.default_schema_name:
@@ -200,7 +242,6 @@ def run_sync(
     release_memory_eagerly()
     chosen = resolve_entities(entities)
     report = SyncReport()
-    pipeline = make_pipeline(profile, pipeline_name, progress=progress)
     source_args: dict[str, Any] = {
         "entities": [e.table for e in chosen],
         "report": report,
@@ -208,9 +249,6 @@ def run_sync(
         "documents": profile.documents,
         "backfill": backfill,
     }
-    spool_root = Path(pipeline.working_dir) / "makini_spool"
-    if checkpoints:
-        source_args["spool_root"] = str(spool_root)
     if base_url is not None:
         source_args["base_url"] = base_url
     if api_token is not None:
@@ -220,7 +258,11 @@ def run_sync(
 
     tables = table_names(chosen)
     loaded: Counter = Counter()
-    with dataset_lock(profile.name):
+    with dataset_lock(profile.name), RunDatabase(profile) as database:
+        pipeline = make_pipeline(database.profile, pipeline_name, progress=progress)
+        spool_root = Path(pipeline.working_dir) / "makini_spool"
+        if checkpoints:
+            source_args["spool_root"] = str(spool_root)
         finish_pending_loads(pipeline, profile, chosen)
         # after the pending loads: a run killed between committing its package
         # and saving its local state left the newer state only in that package,

@@ -17,7 +17,7 @@ from dlt.pipeline.exceptions import PipelineStepFailed
 
 from makini_sync.profiles import load_profile
 from makini_sync.summary import failure_line, render_summary
-from makini_sync.sync import DEFAULT_ROWS_PER_LOAD, run_sync
+from makini_sync.sync import DEFAULT_ROWS_PER_LOAD, DatabaseUnavailable, run_sync
 from sources.makini.errors import ConfigurationError
 
 logger = logging.getLogger("makini_sync")
@@ -74,6 +74,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     except ConfigFieldMissingException as exc:
         print(f"makini sync: missing configuration: {exc}", file=sys.stderr)
         return 2
+    except DatabaseUnavailable as exc:
+        print(f"makini sync: {exc}", file=sys.stderr)
+        return 1
     except PipelineStepFailed as exc:
         print(f"makini sync: the {exc.step} step failed: {exc.exception}", file=sys.stderr)
         return 1

@@ -89,3 +89,19 @@ def test_debug_log_holds_no_token(fresh_sandbox, tmp_path):
     assert "DEBUG" in output and "retrying after" in output  # the log really was verbose
     assert connection["token"] not in output
     assert connection["token"][8:] not in output  # nor its secret part
+
+
+def test_a_duckdb_file_held_by_another_process_is_one_clear_line(fresh_sandbox, tmp_path):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys; c = duckdb.connect(sys.argv[1]); print('held', flush=True); "
+                               "sys.stdin.read()", str(tmp_path / "cli.duckdb")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        run = run_cli(tmp_path, fresh_sandbox.base_url, fresh_sandbox.connections[0]["token"])
+    finally:
+        holder.communicate("", timeout=30)
+    assert run.returncode == 1
+    assert "cannot open the DuckDB file" in run.stderr and "another process" in run.stderr
+    assert "Traceback" not in run.stderr
