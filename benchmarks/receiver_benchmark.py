@@ -35,6 +35,7 @@ import importlib.util
 import os
 import socket
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -161,41 +162,61 @@ def verdict(ok: bool) -> str:
 
 
 def acks(args: argparse.Namespace) -> None:
+    """No-op and durable endpoints in alternating rounds on one server; medians compared.
+
+    Alternating rounds (no-op first in odd rounds, real first in even ones)
+    because this machine's speed drifts by 10-20% from one half-minute to the
+    next: one long run of each put the drift into the ratio."""
     secret = new_secret()
     http = "httptools" if importlib.util.find_spec("httptools") else "h11 (pure Python; httptools not installed)"
     loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio (uvloop not installed)"
-    print(f"== durable acknowledgements: {args.connections} keep-alive connections, "
-          f"{args.warmup:g} s warm-up + {args.seconds:g} s per endpoint, one receiver process (+ its inbox writer)")
+    print(f"== durable acknowledgements: {args.connections} keep-alive connections, {args.rounds} alternating rounds "
+          f"of {args.warmup:g} s warm-up + {args.seconds:g} s per endpoint, one receiver process (+ its inbox writer)")
     print(f"   uvicorn: HTTP parser {http}, event loop {loop}")
+    endpoints = {"no-op": ("/webhooks/noop", False), "real": ("/webhooks/makini", True)}
+    rounds: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="receiver-bench-") as tmp, \
             serve(Path(tmp), secret, "--bench-noop") as (port, proc):
-        results = {}
-        for name, path, unique in (("no-op", "/webhooks/noop", False), ("real", "/webhooks/makini", True)):
-            spec = {"mode": "closed", "host": "127.0.0.1", "port": port, "path": path, "secret": secret,
-                    "connections": args.connections, "seconds": args.seconds, "warmup": args.warmup,
-                    "unique": unique, "count": int((args.seconds + args.warmup) * args.max_rate),
-                    "id_prefix": f"ack-{name}"}
-            results[name] = result = load(spec, proc.pid)
-            if result["exhausted"]:
-                print(f"  ! {name}: the generator ran out of pre-built requests; rerun with a higher --max-rate")
+        for number in range(1, args.rounds + 1):
+            results = {}
+            for name in (["no-op", "real"] if number % 2 else ["real", "no-op"]):
+                path, unique = endpoints[name]
+                spec = {"mode": "closed", "host": "127.0.0.1", "port": port, "path": path, "secret": secret,
+                        "connections": args.connections, "seconds": args.seconds, "warmup": args.warmup,
+                        "unique": unique, "count": int((args.seconds + args.warmup) * args.max_rate),
+                        "id_prefix": f"ack-{name}-{number}"}
+                results[name] = result = load(spec, proc.pid)
+                if result["exhausted"]:
+                    print(f"  ! {name}: the generator ran out of pre-built requests; rerun with a higher --max-rate")
+            rounds.append(results)
         with contextlib.closing(sqlite3.connect(Path(tmp) / "inbox.sqlite")) as db:
             stored = db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
-    print(f"   {'endpoint':<32}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'non-200':>9}"
+    print(f"   {'round':<7}{'endpoint':<32}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'non-200':>9}"
           f"   CPU (% of one core): server (loop + inbox writer) / generator / other processes")
-    for name, label in (("no-op", "no-op (read body, 200)"), ("real", "real (verify + durable append)")):
-        r = results[name]
-        non_200 = sum(v for k, v in r["statuses"].items() if k != "200")
-        print(f"   {label:<32}{r['answered'] / r['seconds']:>8.0f}{percentile(r['latencies_ms'], 50):>9.1f}"
-              f"{percentile(r['latencies_ms'], 99):>9.1f}{non_200:>9}   {r['cpu_share']['server']:.0%} / "
-              f"{r['cpu_share']['generator']:.0%} / {r['cpu_share']['others']:.0%}")
-    noop, real = results["no-op"], results["real"]
-    ratio = real["answered"] / noop["answered"]
-    p99 = percentile(real["latencies_ms"], 99)
-    print(f"   ratio real/no-op: {ratio:.2f}  (target >= {ACK_RATIO_TARGET}: {verdict(ratio >= ACK_RATIO_TARGET)})")
-    print(f"   p99 real: {p99:.1f} ms  (target < {ACK_P99_TARGET_MS:.0f} ms: {verdict(p99 < ACK_P99_TARGET_MS)})")
-    print(f"   inbox holds {stored} events; the generator sent {real['sent_total']} unique signed requests "
-          f"to the real endpoint (warm-up included){'' if stored == real['sent_total'] else '  ! MISMATCH'}")
-    others = max(r["cpu_share"]["others"] for r in results.values())
+    for number, results in enumerate(rounds, 1):
+        for name, label in (("no-op", "no-op (read body, 200)"), ("real", "real (verify + durable append)")):
+            r = results[name]
+            non_200 = sum(v for k, v in r["statuses"].items() if k != "200")
+            print(f"   {number:<7}{label:<32}{r['answered'] / r['seconds']:>8.0f}"
+                  f"{percentile(r['latencies_ms'], 50):>9.1f}{percentile(r['latencies_ms'], 99):>9.1f}{non_200:>9}"
+                  f"   {r['cpu_share']['server']:.0%} / {r['cpu_share']['generator']:.0%} / "
+                  f"{r['cpu_share']['others']:.0%}")
+    rate = {name: statistics.median(r[name]["answered"] / r[name]["seconds"] for r in rounds) for name in endpoints}
+    ratios = [r["real"]["answered"] / r["real"]["seconds"] / (r["no-op"]["answered"] / r["no-op"]["seconds"])
+              for r in rounds]
+    ratio = rate["real"] / rate["no-op"]
+    latencies = [ms for r in rounds for ms in r["real"]["latencies_ms"]]
+    p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
+    print(f"   median req/s: no-op {rate['no-op']:.0f}, real {rate['real']:.0f}; per-round ratios "
+          f"{', '.join(f'{x:.2f}' for x in ratios)}")
+    print(f"   ratio real/no-op (medians): {ratio:.2f}  (target >= {ACK_RATIO_TARGET}: "
+          f"{verdict(ratio >= ACK_RATIO_TARGET)})")
+    print(f"   real, all rounds: p50 {p50:.1f} ms, p99 {p99:.1f} ms  (target p99 < {ACK_P99_TARGET_MS:.0f} ms: "
+          f"{verdict(p99 < ACK_P99_TARGET_MS)})")
+    sent = sum(r["real"]["sent_total"] for r in rounds)
+    print(f"   inbox holds {stored} events; the generator sent {sent} unique signed requests "
+          f"to the real endpoint (warm-ups included){'' if stored == sent else '  ! MISMATCH'}")
+    others = max(r[name]["cpu_share"]["others"] for r in rounds for name in endpoints)
     if others > 0.15:
         print(f"   ! other processes used up to {others:.0%} of a core during these runs: the figures are low;"
               " rerun on a quiet machine")
@@ -352,7 +373,8 @@ def visibilities(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per endpoint (part 1)")
+    parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per endpoint and round (part 1)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of both endpoints (part 1)")
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each (part 1)")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--max-rate", type=int, default=16000,
