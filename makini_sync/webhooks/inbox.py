@@ -85,8 +85,8 @@ class Inbox:
         """Store events in one transaction (one fsync); True where new, False where a duplicate.
 
         One multi-row ``INSERT ... RETURNING`` per chunk rather than a statement
-        per event: the receiver commits on its event loop, so every statement
-        prepared in Python is time taken from answering requests.
+        per event: every acknowledgement waits for this, so the Python work per
+        event is kept to binding its three values.
         """
         events = list(events)
         conn = self._conn()
