@@ -4,13 +4,15 @@ import os
 import random
 import signal
 import sqlite3
+import subprocess
+import sys
 import time
 
 import httpx
 import psutil
 
 from makini_sync.webhooks.inbox_writer import decode_replies, decode_requests, encode_reply, encode_request
-from tests.webhook_support import event, new_secret, receiver, signed_headers
+from tests.webhook_support import cli_env, event, free_port, new_secret, receiver, signed_headers
 
 SECRETS = [new_secret()]
 
@@ -101,3 +103,36 @@ def test_a_killed_writer_costs_503s_never_a_false_200_and_a_new_writer_takes_ove
         assert acknowledged | {"evt_before"} <= stored_ids(inbox)
         metrics = httpx.get(url + "/metrics").text
     assert "makini_webhooks_stored_total" in metrics
+
+
+def test_ctrl_c_to_the_process_group_shuts_down_cleanly_and_keeps_what_was_acknowledged(tmp_path):
+    port = free_port()
+    log = tmp_path / "receiver.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pipelines.webhooks", "--inbox", str(tmp_path / "inbox.sqlite"), "serve",
+             "--port", str(port)],
+            cwd=tmp_path, env=cli_env(tmp_path, SECRETS), stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, as a terminal would give it
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        acknowledged = [f"evt_int_{n}" for n in range(5) if post(url, f"evt_int_{n}").status_code == 200]
+        writer = writer_process(tmp_path / "inbox.sqlite")
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+        writer.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert len(acknowledged) == 5 and set(acknowledged) <= stored_ids(tmp_path / "inbox.sqlite")
+    assert "Traceback" not in log.read_text()

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import socket
 import struct
 import sys
@@ -239,6 +240,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--fd", type=int, required=True, help="the socket inherited from the receiver")
     parser.add_argument("--inbox", required=True)
     args = parser.parse_args(argv)
+    # Ctrl-C and a service manager's SIGTERM reach the whole process group;
+    # the writer leaves when the receiver closes the socket, after answering
+    # what it holds, so the receiver's graceful shutdown is not cut short
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     sock = socket.socket(fileno=args.fd)
     try:
