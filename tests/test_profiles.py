@@ -53,3 +53,17 @@ def test_a_duckdb_file_named_like_the_dataset_in_env_is_refused(monkeypatch):
     monkeypatch.setenv("DESTINATION__DUCKDB__CREDENTIALS", "/tmp/makini.duckdb")
     with pytest.raises(ConfigurationError, match="has the dataset's name"):
         load_profile("duckdb").build()
+
+
+def test_the_duckdb_file_a_sync_opens_is_the_one_dlt_would(monkeypatch, tmp_path):
+    monkeypatch.delenv("DESTINATION__DUCKDB__CREDENTIALS", raising=False)
+    profile = load_profile("duckdb")
+    assert profile.duckdb_file() == "makini_sync.duckdb"  # the default, in the working directory
+    monkeypatch.setenv("DESTINATION__DUCKDB__CREDENTIALS", str(tmp_path / "from_env.duckdb"))
+    assert profile.duckdb_file() == str(tmp_path / "from_env.duckdb")
+    assert profile.with_settings(credentials=str(tmp_path / "explicit.duckdb")).duckdb_file() == str(
+        tmp_path / "explicit.duckdb")
+    assert profile.with_settings(credentials=":memory:").duckdb_file() is None
+    assert load_profile("postgres").duckdb_file() is None
+    with pytest.raises(ConfigurationError, match="has the dataset's name"):
+        profile.with_settings(credentials=str(tmp_path / "makini.duckdb")).duckdb_file()
