@@ -6,11 +6,16 @@ then deleting the extracted copy ("do not kill this process" in its log). A
 commit the same package again and fails with "Directory not empty" (seen in
 the crash harness). The renamed package is complete (the rename is atomic),
 so the extracted leftover is dropped before anything is normalized.
+
+dlt's first normalize also creates the load storage folder by folder; a kill
+in between leaves it without ``normalized`` (seen in the crash harness), and
+listing a missing folder raises. A missing folder holds no packages.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Callable, Sequence
 
 import dlt
 
@@ -19,9 +24,17 @@ logger = logging.getLogger(__name__)
 
 def drop_committed_extractions(pipeline: dlt.Pipeline) -> list[str]:
     """Delete extracted packages that normalize already committed; their ids."""
-    committed = set(pipeline.list_normalized_load_packages()) | set(pipeline.list_completed_load_packages())
-    leftovers = sorted(set(pipeline.list_extracted_load_packages()) & committed)
+    committed = packages(pipeline.list_normalized_load_packages) | packages(pipeline.list_completed_load_packages)
+    leftovers = sorted(packages(pipeline.list_extracted_load_packages) & committed)
     for load_id in leftovers:
         logger.warning("package %s was normalized before a crash; dropping its extracted copy", load_id)
         pipeline._get_normalize_storage().extracted_packages.delete_package(load_id)  # no public API for this
     return leftovers
+
+
+def packages(listing: Callable[[], Sequence[str]]) -> set[str]:
+    """The package ids a dlt storage listing returns; none if the folder was never made."""
+    try:
+        return set(listing())
+    except FileNotFoundError:
+        return set()

@@ -65,3 +65,27 @@ def test_a_kill_between_normalize_commit_and_cleanup_is_mended(fresh_sandbox, tm
     result = sync(db, fresh_sandbox, entities=["vendors"])
     assert result.ok, result.report.failures
     assert_exact(db, fresh_sandbox, entities=["vendors"])
+
+
+def test_a_kill_while_dlt_creates_its_load_storage_is_mended(fresh_sandbox, tmp_path):
+    """dlt's first normalize creates the load storage: the folder and its version
+    file, then ``new``, ``normalized`` and ``loaded``. A kill in between (seen in
+    the crash harness in CI) leaves a storage without ``normalized``, and listing
+    it raised FileNotFoundError on every rerun. The rerun must load."""
+    from pathlib import Path
+
+    from dlt.common.storages.load_storage import LoadStorage
+
+    db = tmp_path / "w.duckdb"
+    pipeline = make_pipeline(duckdb_profile(db), "makini_sync")
+    source = makini_source(base_url=fresh_sandbox.base_url, api_token=fresh_sandbox.tokens,
+                           entities=["vendors"], report=SyncReport(), retry_policy=FAST_RETRIES)
+    pipeline.extract(source, loader_file_format="parquet")
+    load = Path(pipeline.working_dir) / "load"
+    (load / "new").mkdir(parents=True)  # what dlt made before the kill
+    (load / ".version").write_text(LoadStorage.STORAGE_VERSION)
+    assert not (load / "normalized").exists()
+
+    result = sync(db, fresh_sandbox, entities=["vendors"])
+    assert result.ok, result.report.failures
+    assert_exact(db, fresh_sandbox, entities=["vendors"])
