@@ -48,9 +48,9 @@ class Profile:
         """The dlt destination, configured under ``destination.<profile name>``."""
         settings = dict(self.settings)
         if self.destination == "duckdb":
+            self.duckdb_file()  # refuses a file named like the dataset
             if "credentials" not in settings and not self._database_configured():
                 settings["credentials"] = DEFAULT_DUCKDB_FILE  # dlt would name it after the profile
-            self._refuse_database_named_like_dataset(settings.get("credentials"))
         return Destination.from_reference(self.destination, destination_name=self.name, **settings)
 
     def duckdb_file(self) -> Optional[str]:
@@ -68,25 +68,23 @@ class Profile:
             configured = DEFAULT_DUCKDB_FILE
         if not isinstance(configured, str) or configured == ":memory:" or configured.startswith("md:"):
             return None
-        self._refuse_database_named_like_dataset(configured)
+        _refuse_database_named_like_dataset(configured)
         return configured
-
-    def _refuse_database_named_like_dataset(self, explicit: Any) -> None:
-        """DuckDB names a database after its file; a file called ``makini.duckdb``
-        makes every ``makini.<table>`` ambiguous (catalog or schema?) and loads
-        fail deep inside dlt. Say so up front."""
-        configured = explicit if explicit is not None else dlt.secrets.get(f"destination.{self.name}.credentials")
-        if isinstance(configured, dict):
-            configured = configured.get("database")
-        if isinstance(configured, str) and Path(configured).stem == DATASET_NAME:
-            raise ConfigurationError(
-                f"the DuckDB file {Path(configured).name!r} has the dataset's name ({DATASET_NAME!r}), which makes "
-                f"DuckDB's table names ambiguous; name the file otherwise, e.g. {DEFAULT_DUCKDB_FILE!r}"
-            )
 
     def _database_configured(self) -> bool:
         configured = dlt.secrets.get(f"destination.{self.name}.credentials")
         return isinstance(configured, str) or (isinstance(configured, dict) and "database" in configured)
+
+
+def _refuse_database_named_like_dataset(path: str) -> None:
+    """DuckDB names a database after its file; a file called ``makini.duckdb``
+    makes every ``makini.<table>`` ambiguous (catalog or schema?) and loads
+    fail deep inside dlt. Say so up front."""
+    if Path(path).stem == DATASET_NAME:
+        raise ConfigurationError(
+            f"the DuckDB file {Path(path).name!r} has the dataset's name ({DATASET_NAME!r}), which makes "
+            f"DuckDB's table names ambiguous; name the file otherwise, e.g. {DEFAULT_DUCKDB_FILE!r}"
+        )
 
 
 def load_profiles(path: Optional[Path] = None) -> dict[str, Profile]:

@@ -12,7 +12,8 @@ import httpx
 import psutil
 
 from makini_sync.webhooks.inbox_writer import decode_replies, decode_requests, encode_reply, encode_request
-from tests.webhook_support import cli_env, event, free_port, new_secret, receiver, signed_headers
+from tests.webhook_support import (cli_env, event, free_port, new_secret, receiver, signed_headers,
+                                   wait_until_serving)
 
 SECRETS = [new_secret()]
 
@@ -117,15 +118,7 @@ def test_ctrl_c_to_the_process_group_shuts_down_cleanly_and_keeps_what_was_ackno
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
+        wait_until_serving(url, proc, log)
         acknowledged = [f"evt_int_{n}" for n in range(5) if post(url, f"evt_int_{n}").status_code == 200]
         writer = writer_process(tmp_path / "inbox.sqlite")
         os.killpg(proc.pid, signal.SIGINT)

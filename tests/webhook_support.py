@@ -75,20 +75,25 @@ def receiver(tmp_path: Path, secrets: list[str], *args: str, port: Optional[int]
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"receiver did not start: {(tmp_path / f'receiver-{port}.log').read_text()[-2000:]}")
-            time.sleep(0.1)
+        wait_until_serving(url, proc, tmp_path / f"receiver-{port}.log")
         yield url
     finally:
         stop_process(proc)
         log.close()
+
+
+def wait_until_serving(url: str, proc: subprocess.Popen, log: Path, timeout: float = 30) -> None:
+    """Until the receiver at ``url`` answers ``/healthz``; its log in the error if it never does."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"receiver did not start: {log.read_text()[-2000:]}")
+        time.sleep(0.1)
 
 
 def run_webhooks_cli(tmp_path: Path, secrets: list[str], *args: str, **env: str) -> subprocess.CompletedProcess:
