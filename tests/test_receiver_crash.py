@@ -1,6 +1,5 @@
 """kill -9 the receiver under load: every event that got a 200 is processed afterwards."""
 
-import os
 import signal
 import sqlite3
 import threading
@@ -8,10 +7,21 @@ import time
 
 import duckdb
 import httpx
+import psutil
 
 from tests.webhook_support import event, new_secret, receiver, run_webhooks_cli, signed_headers
 
 SECRETS = [new_secret()]
+
+
+def receiver_and_writer(tmp_path) -> list[psutil.Process]:
+    """The receiver serving ``tmp_path``'s inbox and its writer child (matched by argv, so no shell is ever taken)."""
+    inbox = str(tmp_path / "inbox.sqlite")
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = proc.info["cmdline"] or []
+        if "pipelines.webhooks" in cmdline and inbox in cmdline:
+            return [proc, *proc.children()]
+    return []
 
 
 def test_every_acknowledged_event_survives_kill_9(tmp_path):
@@ -41,10 +51,10 @@ def test_every_acknowledged_event_survives_kill_9(tmp_path):
         for t in threads:
             t.start()
         time.sleep(1.5)
-        receiver_pids = [int(p) for p in os.popen("pgrep -f 'pipelines.webhooks --inbox " + str(tmp_path) + "'").read().split()]
-        assert receiver_pids, "receiver process not found"
-        for p in receiver_pids:
-            os.kill(p, signal.SIGKILL)
+        service = receiver_and_writer(tmp_path)
+        assert len(service) == 2, f"expected the receiver and its inbox writer, found {service}"
+        for proc in service:  # the whole service dies at once, as under an OOM kill of its cgroup
+            proc.send_signal(signal.SIGKILL)
         stop.set()
         for t in threads:
             t.join()
