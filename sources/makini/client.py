@@ -35,6 +35,7 @@ from .errors import (
     RetriesExhausted,
     error_for_status,
 )
+from .settings import JSON_FIELDS
 
 logger = logging.getLogger(__name__)
 
@@ -113,8 +114,36 @@ def arrow_page(response: requests.Response) -> Optional[ArrowPage]:
     total = table["total_count"][0].as_py() if "total_count" in table.column_names else None
     if (cursor is not None and not isinstance(cursor, str)) or (total is not None and not isinstance(total, int)):
         return None
+    records = pa.Table.from_struct_array(pc.list_flatten(data))
+    if not all(_prints_back(records[name].combine_chunks()) for name in JSON_FIELDS & set(records.column_names)):
+        return None
     response._makini_body = {"next_cursor": cursor, "total_count": total}  # type: ignore[attr-defined]
-    return ArrowPage(pa.Table.from_struct_array(pc.list_flatten(data)))
+    return ArrowPage(records)
+
+
+def _prints_back(values: pa.Array) -> bool:
+    """Whether a free-form JSON field, as Arrow typed it, prints back as the API wrote it.
+
+    Arrow infers one type for all records: a timestamp-looking string becomes
+    a timestamp (printed back reformatted), an integer among floats a float
+    (1 becomes 1.0), a key some records lack a null (a key they never had).
+    Text, integers, flags, objects and arrays of those, with no nulls inside,
+    print back as sent; anything else sends the page down the orjson path.
+    """
+    if pa.types.is_null(values.type):
+        return True  # the field is null (or absent) in every record: stored as NULL
+    return _prints_back_inside(values.filter(values.is_valid()))  # a null field is stored as NULL
+
+
+def _prints_back_inside(values: pa.Array) -> bool:
+    kind = values.type
+    if values.null_count:
+        return False
+    if pa.types.is_struct(kind):
+        return all(_prints_back_inside(values.field(i)) for i in range(kind.num_fields))
+    if pa.types.is_list(kind):
+        return _prints_back_inside(values.flatten())
+    return pa.types.is_string(kind) or pa.types.is_int64(kind) or pa.types.is_boolean(kind)
 
 
 def raise_for_makini_error(response: requests.Response, *args: Any, **kwargs: Any) -> None:
