@@ -56,11 +56,11 @@ class SandboxControl:
 
     def set_faults(self, *, seed: int = 0, rate_429: float = 0.0, rate_500: float = 0.0, rate_503: float = 0.0,
                    slow_rate: float = 0.0, slow_seconds: float = 0.0, drop_rate: float = 0.0,
-                   retry_after: int = 1) -> dict:
+                   cut_rate: float = 0.0, retry_after: int = 1) -> dict:
         return self._call("POST", "faults", json={
             "seed": seed, "rate_429": rate_429, "rate_500": rate_500, "rate_503": rate_503,
             "slow_rate": slow_rate, "slow_seconds": slow_seconds, "drop_rate": drop_rate,
-            "retry_after": retry_after})
+            "cut_rate": cut_rate, "retry_after": retry_after})
 
     def clear_faults(self) -> dict:
         return self._call("DELETE", "faults")

@@ -24,24 +24,25 @@ class FaultSettings:
     slow_rate: float = 0.0
     slow_seconds: float = 0.0
     drop_rate: float = 0.0
+    cut_rate: float = 0.0  # the body stops halfway and the connection closes
     retry_after: int = 1
 
     def __post_init__(self) -> None:
-        rates = (self.rate_429, self.rate_500, self.rate_503, self.drop_rate, self.slow_rate)
+        rates = (self.rate_429, self.rate_500, self.rate_503, self.drop_rate, self.cut_rate, self.slow_rate)
         if any(not 0.0 <= r <= 1.0 for r in rates):
             raise ValueError("fault rates must be between 0 and 1")
-        if self.rate_429 + self.rate_500 + self.rate_503 + self.drop_rate > 1.0 + 1e-9:
-            raise ValueError("rate_429 + rate_500 + rate_503 + drop_rate must not exceed 1")
+        if self.rate_429 + self.rate_500 + self.rate_503 + self.drop_rate + self.cut_rate > 1.0 + 1e-9:
+            raise ValueError("rate_429 + rate_500 + rate_503 + drop_rate + cut_rate must not exceed 1")
         if self.slow_seconds < 0 or self.retry_after < 0:
             raise ValueError("slow_seconds and retry_after must be >= 0")
 
     @property
     def active(self) -> bool:
-        return any((self.rate_429, self.rate_500, self.rate_503, self.drop_rate, self.slow_rate))
+        return any((self.rate_429, self.rate_500, self.rate_503, self.drop_rate, self.cut_rate, self.slow_rate))
 
 
 class Fault(NamedTuple):
-    kind: str | None   # None, "drop", "429", "500" or "503"
+    kind: str | None   # None, "drop", "cut", "429", "500" or "503"
     delay: float       # seconds to sleep before answering (0 = not slow)
 
 
@@ -69,7 +70,8 @@ class FaultInjector:
             outcome, slow = self._rng.random(), self._rng.random()
         kind = None
         edge = 0.0
-        for name, rate in (("drop", s.drop_rate), ("429", s.rate_429), ("500", s.rate_500), ("503", s.rate_503)):
+        for name, rate in (("drop", s.drop_rate), ("429", s.rate_429), ("500", s.rate_500), ("503", s.rate_503),
+                           ("cut", s.cut_rate)):
             edge += rate
             if outcome < edge:
                 kind = name

@@ -86,7 +86,12 @@ class SandboxHandler(BaseHTTPRequestHandler):
                 if self.command != "GET":
                     resp = api.error(404, "NOT_FOUND", f"no route for {self.command} {path}", request_id)
                 else:
-                    resp = api.handle(state, path, query, self.headers.get("Authorization"), request_id, fault.kind)
+                    kind = None if fault.kind == "cut" else fault.kind
+                    resp = api.handle(state, path, query, self.headers.get("Authorization"), request_id, kind)
+                if fault.kind == "cut":
+                    state.counter.relabel(str(resp.status), "cut")
+                    self._write(resp, request_id, cut=True)
+                    return
             else:
                 resp = api.error(404, "NOT_FOUND", f"no such endpoint: {path}", request_id)
         except Exception:  # a bug must still produce a well-formed 500, not a hung client
@@ -105,7 +110,8 @@ class SandboxHandler(BaseHTTPRequestHandler):
         except OSError:
             pass
 
-    def _write(self, resp: api.Response, request_id: str) -> None:
+    def _write(self, resp: api.Response, request_id: str, cut: bool = False) -> None:
+        """The response; ``cut``: the cut-body fault, half the promised body, then the connection closes."""
         try:
             reason = HTTPStatus(resp.status).phrase
         except ValueError:
@@ -121,7 +127,12 @@ class SandboxHandler(BaseHTTPRequestHandler):
             lines.append("Connection: close")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         self.log_request(resp.status, len(resp.body))
+        body = resp.body[: len(resp.body) // 2] if cut else resp.body
         try:
-            self.wfile.write(head + resp.body)
-        except (BrokenPipeError, ConnectionResetError):
+            self.wfile.write(head + body)
+            if cut:
+                self.wfile.flush()
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:  # the client hung up
             self.close_connection = True

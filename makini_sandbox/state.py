@@ -72,6 +72,12 @@ class RequestCounter:
             self.by_connection[connection_id][what] += 1
             self.by_status[status] += 1
 
+    def relabel(self, old: str, new: str) -> None:
+        """Count one request recorded as ``old`` under ``new`` (a 200 whose body the cut fault stopped)."""
+        with self._lock:
+            self.by_status[old] -= 1
+            self.by_status[new] += 1
+
     def snapshot(self, reset: bool = False) -> dict:
         with self._lock:
             out = {"total": self.total,

@@ -53,6 +53,14 @@ def test_dropped_connection_closes_without_response(control, api_client):
         api_client(0).get("/vendors")
 
 
+def test_cut_body_stops_halfway_and_closes(control, api_client):
+    control.set_faults(cut_rate=1.0)
+    with pytest.raises(httpx.RemoteProtocolError, match="(?i)incomplete|closed|peer"):
+        api_client(0).get("/purchase-orders")
+    control.clear_faults()
+    assert api_client(0).get("/purchase-orders").status_code == 200  # the next connection is served whole
+
+
 def test_slow_responses_wait_then_answer(control, api_client):
     control.set_faults(slow_rate=1.0, slow_seconds=0.3)
     t = time.perf_counter()

@@ -11,15 +11,17 @@ def test_full_sync_is_exact(fresh_sandbox, tmp_path):
     assert_exact(tmp_path / "w.duckdb", fresh_sandbox)
 
 
-def test_exact_under_429_storms_503s_and_mutation_while_paging(fresh_sandbox, tmp_path):
+def test_exact_under_429_storms_503s_cut_bodies_and_mutation_while_paging(fresh_sandbox, tmp_path):
     db = tmp_path / "w.duckdb"
-    fresh_sandbox.control.set_faults(seed=3, rate_429=0.3, rate_503=0.2, rate_500=0.05, drop_rate=0.05, retry_after=0)
+    fresh_sandbox.control.set_faults(seed=3, rate_429=0.3, rate_503=0.2, rate_500=0.05, drop_rate=0.05, cut_rate=0.05,
+                                     retry_after=0)
     with mutating(fresh_sandbox) as mutations:
         first = sync(db, fresh_sandbox)
     assert first.ok, first.report.failures
     assert mutations, "the sandbox was not mutated while the sync paged"
     served = fresh_sandbox.control.requests_served()
     assert served["by_status"].get("429") and served["by_status"].get("503"), served["by_status"]
+    assert served["by_status"].get("cut"), served["by_status"]  # bodies stopped halfway were fetched again
     # what changed while the first run paged is caught by the next run
     second = sync(db, fresh_sandbox)
     assert second.ok, second.report.failures

@@ -197,8 +197,30 @@ def make_session(policy: RetryPolicy) -> Session:
         before_sleep=_log_retry,
         reraise=True,
     )
-    session.send = retrying.wraps(session.send)  # type: ignore[method-assign]
+    session.send = retrying.wraps(reading_whole_body(session.send))  # type: ignore[method-assign]
     return session
+
+
+BODY_CHUNK_BYTES = 1 << 20
+
+
+def reading_whole_body(send: Any) -> Any:
+    """``send`` that reads the body in chunks of 1 MiB rather than requests' 10 KiB.
+
+    The fetch thread shares the GIL with the thread converting pages: each
+    chunk read gives the GIL up and waits to get it back. Measured on a 790 kB
+    page with a busy Python thread beside it: 60 ms in 10 KiB chunks, 22 ms in
+    1 MiB chunks (5-7 ms with no other thread). Reading happens inside the
+    retried call, so a body cut short is retried like any transport error.
+    """
+
+    def send_reading_whole_body(request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        response = send(request, **{**kwargs, "stream": True})
+        if response._content is False:  # requests' "not read yet"; a hook may have read an error body
+            response._content = b"".join(response.iter_content(BODY_CHUNK_BYTES))
+        return response
+
+    return send_reading_whole_body
 
 
 class MakiniClient(RESTClient):
