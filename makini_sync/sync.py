@@ -24,7 +24,6 @@ from sources.makini.spool import settle_spools
 from sources.makini.walk import committed_positions
 
 from .children import Keys, prune_superseded_children
-from .key_indexes import INDEXED_DESTINATIONS, ensure_key_indexes
 from .fence import SqlVersionFence, existing_tables, fenced_table_names, sweep_tombstoned
 from .locking import dataset_lock
 from .profiles import Profile, make_pipeline
@@ -194,8 +193,6 @@ def after_load(
         return {}
     counts = {}
     with pipeline.sql_client() as client:
-        if pipeline.destination.destination_type.rsplit(".", 1)[-1] in INDEXED_DESTINATIONS:
-            ensure_key_indexes(client, entities, tables)
         sweep_tombstoned(client, entities, tables, keys)
         prune_superseded_children(client, list(entities), tables, keys)
         for table in count:
