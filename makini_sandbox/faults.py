@@ -28,17 +28,24 @@ class FaultSettings:
     retry_after: int = 1
 
     def __post_init__(self) -> None:
-        rates = (self.rate_429, self.rate_500, self.rate_503, self.drop_rate, self.cut_rate, self.slow_rate)
+        rates = [rate for _, rate in self.kinds] + [self.slow_rate]
         if any(not 0.0 <= r <= 1.0 for r in rates):
             raise ValueError("fault rates must be between 0 and 1")
-        if self.rate_429 + self.rate_500 + self.rate_503 + self.drop_rate + self.cut_rate > 1.0 + 1e-9:
+        if sum(rate for _, rate in self.kinds) > 1.0 + 1e-9:
             raise ValueError("rate_429 + rate_500 + rate_503 + drop_rate + cut_rate must not exceed 1")
         if self.slow_seconds < 0 or self.retry_after < 0:
             raise ValueError("slow_seconds and retry_after must be >= 0")
 
     @property
+    def kinds(self) -> tuple[tuple[str, float], ...]:
+        """The faults a request can draw, at most one each time, with their rates
+        (slowness is drawn apart and can come with any of them)."""
+        return (("drop", self.drop_rate), ("429", self.rate_429), ("500", self.rate_500), ("503", self.rate_503),
+                ("cut", self.cut_rate))
+
+    @property
     def active(self) -> bool:
-        return any((self.rate_429, self.rate_500, self.rate_503, self.drop_rate, self.cut_rate, self.slow_rate))
+        return self.slow_rate > 0 or any(rate for _, rate in self.kinds)
 
 
 class Fault(NamedTuple):
@@ -70,8 +77,7 @@ class FaultInjector:
             outcome, slow = self._rng.random(), self._rng.random()
         kind = None
         edge = 0.0
-        for name, rate in (("drop", s.drop_rate), ("429", s.rate_429), ("500", s.rate_500), ("503", s.rate_503),
-                           ("cut", s.cut_rate)):
+        for name, rate in s.kinds:
             edge += rate
             if outcome < edge:
                 kind = name

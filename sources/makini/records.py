@@ -269,6 +269,7 @@ class PageConverter:
             except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError):
                 pass
         final = _required(self._stable_types(name, table, request_id), keys)
+        # kept under the version after this page's learning: the one the next page sees
         self._plans[(name, table.schema, complete, self._types_version)] = final.schema
         return final
 
