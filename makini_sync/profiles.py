@@ -71,6 +71,20 @@ class Profile:
         _refuse_database_named_like_dataset(configured)
         return configured
 
+    def open_duckdb(self) -> Any:
+        """A connection to this profile's DuckDB file, opened by dlt's own
+        credentials so the profile's ``credentials_settings`` (memory cap,
+        threads, with their env overrides) apply as they would to a connection
+        dlt opened itself. The caller owns it and closes it."""
+        self.apply_credentials_settings()
+        destination = self.build()
+        credentials = destination.configuration(destination.spec(), accept_partial=True).credentials
+        pool = credentials.conn_pool
+        borrowed = pool.borrow_conn()
+        connection = pool.move_conn()  # ours now: returning the clone does not close it
+        pool.return_conn(borrowed)
+        return connection
+
     def _database_configured(self) -> bool:
         configured = dlt.secrets.get(f"destination.{self.name}.credentials")
         return isinstance(configured, str) or (isinstance(configured, dict) and "database" in configured)
@@ -135,9 +149,19 @@ def load_profile(name: str, path: Optional[Path] = None) -> Profile:
     return profiles[name]
 
 
+# dlt settings this project defaults differently from dlt; env variables and
+# config files still win. Staging copies are emptied after each load rather
+# than at the start of the next: left full, a DuckDB file has them written into
+# it at close (measured on the 100k-order full sync: the close checkpoint 0.5 s
+# instead of 1.0 s, the file 34 MB instead of 42 MB).
+LOAD_DEFAULTS = {"load.truncate_staging_dataset": True}
+
+
 def make_pipeline(profile: Profile, pipeline_name: str = "makini_sync", **kwargs: Any) -> dlt.Pipeline:
     """The project's dlt pipeline: dataset ``makini``, state under dlt's data dir."""
     profile.apply_credentials_settings()
+    for key, value in LOAD_DEFAULTS.items():
+        dlt.config[key] = value
     return dlt.pipeline(
         pipeline_name=pipeline_name,
         destination=profile.build(),

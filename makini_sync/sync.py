@@ -23,6 +23,7 @@ from sources.makini.settings import Entity, resolve_entities
 from sources.makini.spool import settle_spools
 from sources.makini.walk import committed_positions
 
+from .background_load import BackgroundLoad
 from .children import Keys, prune_superseded_children
 from .fence import SqlVersionFence, existing_tables, fenced_table_names, sweep_tombstoned
 from .locking import dataset_lock
@@ -150,7 +151,7 @@ class RunDatabase:
         path = self.profile.duckdb_file()
         if path is not None:
             try:
-                self.connection = duckdb.connect(path)
+                self.connection = self.profile.open_duckdb()
             except duckdb.Error as exc:
                 raise DatabaseUnavailable(
                     f"cannot open the DuckDB file {path}: {exc} (if another process holds it, "
@@ -272,27 +273,48 @@ def run_sync(
         refresh = "drop_resources" if full_refresh else None
         only = None
         fenced: set[str] = set()  # set by the first extraction
-        while True:
-            first = only is None
-            with destination_session(pipeline, profile, fenced_table_names(chosen), first,
-                                     needed=first or bool(fenced)) as session:
-                if first:  # learn what the destination holds
-                    existing, before = session.existing, ({} if full_refresh else session.counts(tables))
-                    fenced = set() if full_refresh else existing
-                fence = session.fence(fenced)
-                source = makini_source(**source_args, fence=fence, only=only)
-                pipeline.extract(source, refresh=refresh, loader_file_format=profile.loader_file_format)
-            pipeline.normalize()
-            profile.load(pipeline)
+        loading: Optional[BackgroundLoad] = None
+
+        def loaded_and_tidied(schema_ahead: bool = False) -> dict[str, int]:
+            """After a load: trim the spools, mend, count. ``schema_ahead``: the
+            next package was extracted meanwhile, so the pipeline's schema names
+            tables not loaded yet and the destination is asked which exist."""
             settle_spools(spool_root, committed_positions(resources_state(pipeline)))
-            if not profile.documents:
-                after = after_load(pipeline, chosen, existing - (set(tables) if full_refresh else set()), tables)
-            normalized = pipeline.last_trace.last_normalize_info
-            loaded.update(normalized.row_counts if normalized else {})
-            if not report.unfinished:
-                break
-            only, report.unfinished = set(report.unfinished), set()
-            refresh = None
+            if profile.documents:
+                return {}
+            known = None if schema_ahead else existing - (set(tables) if full_refresh else set())
+            return after_load(pipeline, chosen, known, tables)
+
+        try:
+            while True:
+                first = only is None
+                with destination_session(pipeline, profile, fenced_table_names(chosen), first,
+                                         needed=first or bool(fenced)) as session:
+                    if first:  # learn what the destination holds
+                        existing, before = session.existing, ({} if full_refresh else session.counts(tables))
+                        fenced = set() if full_refresh else existing
+                    fence = session.fence(fenced)
+                    source = makini_source(**source_args, fence=fence, only=only)
+                    pipeline.extract(source, refresh=refresh, loader_file_format=profile.loader_file_format)
+                if loading is not None:  # the previous package, loaded while this one was extracted
+                    loading.wait()
+                    loading, after = None, loaded_and_tidied(schema_ahead=True)
+                pipeline.normalize()
+                normalized = pipeline.last_trace.last_normalize_info
+                loaded.update(normalized.row_counts if normalized else {})
+                if report.unfinished and not fenced and not profile.documents:
+                    # more to extract, and no fence reading the tables being loaded
+                    loading = BackgroundLoad(pipeline, profile.load_workers)
+                else:
+                    profile.load(pipeline)
+                    after = loaded_and_tidied()
+                if not report.unfinished:
+                    break
+                only, report.unfinished = set(report.unfinished), set()
+                refresh = None
+        finally:
+            if loading is not None:  # a failure meanwhile: never close the database under a load
+                loading.thread.join()
     if profile.documents:
         after = count_rows(pipeline, tables)
 

@@ -89,3 +89,44 @@ def test_a_kill_while_dlt_creates_its_load_storage_is_mended(fresh_sandbox, tmp_
     result = sync(db, fresh_sandbox, entities=["vendors"])
     assert result.ok, result.report.failures
     assert_exact(db, fresh_sandbox, entities=["vendors"])
+
+
+def test_a_package_loads_while_the_next_is_extracted(fresh_sandbox, tmp_path, monkeypatch):
+    """The extraction goes on during a load: with each load held back 0.3 s,
+    pages are still fetched meanwhile, and the run ends exact."""
+    import time
+
+    from makini_sync.background_load import BackgroundLoad
+
+    fetched_during_loads = []
+    run_load = BackgroundLoad._run
+
+    def slow_load(self):
+        before = fresh_sandbox.control.requests_served()["total"]
+        time.sleep(0.3)
+        fetched_during_loads.append(fresh_sandbox.control.requests_served()["total"] - before)
+        run_load(self)
+
+    monkeypatch.setattr(BackgroundLoad, "_run", slow_load)
+    db = tmp_path / "w.duckdb"
+    result = sync(db, fresh_sandbox, rows_per_load=700)
+    assert result.ok, result.report.failures
+    assert fetched_during_loads and max(fetched_during_loads) > 0, fetched_during_loads
+    assert_exact(db, fresh_sandbox)
+
+
+def test_loads_beside_extraction_keep_the_newest_cursors(fresh_sandbox, tmp_path):
+    """After a run of many loads, each beside the next extraction, the cursors
+    kept are the newest: the rerun of an unchanged source asks for one page
+    per walk, not the walks again."""
+    db = tmp_path / "w.duckdb"
+    assert sync(db, fresh_sandbox, rows_per_load=700).ok
+    fresh_sandbox.control.requests_served(reset=True)
+    again = sync(db, fresh_sandbox, rows_per_load=700)
+    assert again.ok, again.report.failures
+    served = fresh_sandbox.control.requests_served()["by_connection"]
+    pages = {(connection, path): n for connection, paths in served.items() for path, n in paths.items()
+             if path != "connection"}  # the status check each run makes
+    walks = len(fresh_sandbox.tokens) * 5
+    assert len(pages) == walks and set(pages.values()) == {1}, pages
+    assert sum(stats.loaded for stats in again.tables.values()) <= walks  # the inclusive boundary at most

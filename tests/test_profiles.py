@@ -67,3 +67,17 @@ def test_the_duckdb_file_a_sync_opens_is_the_one_dlt_would(monkeypatch, tmp_path
     assert load_profile("postgres").duckdb_file() is None
     with pytest.raises(ConfigurationError, match="has the dataset's name"):
         profile.with_settings(credentials=str(tmp_path / "makini.duckdb")).duckdb_file()
+
+
+def test_the_run_database_opens_with_the_profiles_duckdb_settings(monkeypatch, tmp_path):
+    from makini_sync.sync import RunDatabase
+
+    profile = load_profile("duckdb").with_settings(credentials=str(tmp_path / "w.duckdb"))
+    with RunDatabase(profile) as database:
+        threads, memory = database.connection.execute(
+            "SELECT current_setting('threads'), current_setting('memory_limit')").fetchone()
+    assert (threads, memory) == (profile.credentials_settings["global_config"]["threads"], "45.7 MiB")
+    monkeypatch.setenv("DESTINATION__DUCKDB__CREDENTIALS__GLOBAL_CONFIG", '{"threads": 1, "memory_limit": "100MB"}')
+    with RunDatabase(profile) as database:
+        assert database.connection.execute(
+            "SELECT current_setting('threads'), current_setting('memory_limit')").fetchone() == (1, "95.3 MiB")

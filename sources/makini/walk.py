@@ -230,9 +230,12 @@ class Batches:
     one item per page of 100-500 records is mostly overhead; a few thousand
     rows per item are not. Batches are flushed at the end of every walk and
     before its state is saved, so state never runs ahead of yielded rows.
+    5,000 rather than 20,000: while the previous package loads beside the
+    extraction, smaller batches kept peak RSS under 300 MB (measured on the
+    100k-order full sync: 284-287 MB against 309-313 MB), at no measurable cost.
     """
 
-    def __init__(self, hints: dict[str, Any], rows: int = 20_000) -> None:
+    def __init__(self, hints: dict[str, Any], rows: int = 5_000) -> None:
         self.hints = hints
         self.rows = rows
         self._pending: dict[str, list[pa.Table]] = {}
