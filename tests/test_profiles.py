@@ -76,7 +76,7 @@ def test_the_run_database_opens_with_the_profiles_duckdb_settings(monkeypatch, t
     with RunDatabase(profile) as database:
         threads, memory = database.connection.execute(
             "SELECT current_setting('threads'), current_setting('memory_limit')").fetchone()
-    assert (threads, memory) == (profile.credentials_settings["global_config"]["threads"], "45.7 MiB")
+    assert (threads, memory) == (profile.credentials_settings["global_config"]["threads"], "38.1 MiB")
     monkeypatch.setenv("DESTINATION__DUCKDB__CREDENTIALS__GLOBAL_CONFIG", '{"threads": 1, "memory_limit": "100MB"}')
     with RunDatabase(profile) as database:
         assert database.connection.execute(
