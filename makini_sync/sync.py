@@ -314,7 +314,7 @@ def run_sync(
                 refresh = None
         finally:
             if loading is not None:  # a failure meanwhile: never close the database under a load
-                loading.thread.join()
+                loading.join()
     if profile.documents:
         after = count_rows(pipeline, tables)
 
