@@ -23,11 +23,11 @@ from sources.makini.records import PageConverter
 from sources.makini.settings import CONNECTION_COLUMN, ID_COLUMN, UPDATED_AT_COLUMN, Entity
 from sources.makini.walk import MERGE, entity_hints, key_columns
 
+from .destination_session import after_load, destination_session
 from .fence import TOMBSTONES, fenced_table_names
 from .locking import dataset_lock
 from .profiles import Profile, make_pipeline
 from .recovery import drop_committed_extractions
-from .sync import after_load, destination_session
 
 logger = logging.getLogger(__name__)
 

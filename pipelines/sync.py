@@ -16,8 +16,9 @@ from dlt.common.configuration.exceptions import ConfigFieldMissingException
 from dlt.pipeline.exceptions import PipelineStepFailed
 
 from makini_sync.profiles import load_profile
+from makini_sync.run_database import DatabaseUnavailable
 from makini_sync.summary import failure_line, render_summary
-from makini_sync.sync import DEFAULT_ROWS_PER_LOAD, DatabaseUnavailable, run_sync
+from makini_sync.sync import DEFAULT_ROWS_PER_LOAD, run_sync
 from sources.makini.errors import ConfigurationError
 
 logger = logging.getLogger("makini_sync")

@@ -70,7 +70,7 @@ def test_the_duckdb_file_a_sync_opens_is_the_one_dlt_would(monkeypatch, tmp_path
 
 
 def test_the_run_database_opens_with_the_profiles_duckdb_settings(monkeypatch, tmp_path):
-    from makini_sync.sync import RunDatabase
+    from makini_sync.run_database import RunDatabase
 
     profile = load_profile("duckdb").with_settings(credentials=str(tmp_path / "w.duckdb"))
     with RunDatabase(profile) as database:

@@ -1,0 +1,123 @@
+"""What a sync asks the destination around its loads: which tables exist, row
+counts, the version fence, and the integrity mends after each load."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any, Callable, Iterator, Optional, Sequence
+
+import dlt
+
+from sources.makini.settings import Entity
+
+from .children import Keys, prune_superseded_children
+from .fence import SqlVersionFence, existing_tables, fenced_table_names, sweep_tombstoned
+from .profiles import Profile
+
+logger = logging.getLogger(__name__)
+
+
+def count_rows(pipeline: dlt.Pipeline, tables: Sequence[str]) -> dict[str, int]:
+    """Row counts of the tables that exist at the destination."""
+    if not pipeline.default_schema_name:
+        return {}
+    schema = pipeline.default_schema
+    present = [t for t in tables if t in schema.tables and schema.tables[t].get("columns")]
+    if not present:
+        return {}
+    counts = {}
+    try:
+        with pipeline.sql_client() as client:
+            for table in present:
+                rows = client.execute_sql(
+                    f"SELECT COUNT(*) FROM {client.make_qualified_table_name(table)}"
+                )
+                counts[table] = int(rows[0][0])
+    except Exception as exc:  # noqa: BLE001 - tables may not be created yet
+        logger.debug("could not count rows: %s", type(exc).__name__)
+    return counts
+
+
+def stored_tables(job_client: Any, names: Sequence[str]) -> set[str]:
+    try:
+        return {n for n, cols in job_client.get_storage_tables(list(names)) if cols}
+    except Exception as exc:  # noqa: BLE001 - no dataset yet (e.g. a MySQL database not created)
+        logger.debug("no stored tables: %s", type(exc).__name__)
+        return set()
+
+
+class DestinationSession:
+    """What the sync asks the destination before a load, over one client."""
+
+    def __init__(self, job_client: Any = None, existing: Optional[set[str]] = None) -> None:
+        self.job_client = job_client
+        self.existing = existing or set()
+
+    def counts(self, tables: Sequence[str]) -> dict[str, int]:
+        if self.job_client is None:
+            return {}
+        client = self.job_client.sql_client
+        return {
+            t: int(client.execute_sql(f"SELECT COUNT(*) FROM {client.make_qualified_table_name(t)}")[0][0])
+            for t in tables if t in self.existing
+        }
+
+    def fence(self, tables: set[str]) -> Optional[Callable]:
+        if self.job_client is None or not tables:
+            return None  # nothing stored before, or the destination fences itself (MongoDB)
+        return SqlVersionFence(self.job_client.sql_client, tables).fresh
+
+
+@contextlib.contextmanager
+def destination_session(
+    pipeline: dlt.Pipeline, profile: Profile, names: Sequence[str], first: bool, needed: bool = True
+) -> Iterator[DestinationSession]:
+    """One destination client for the extraction: which tables exist (first
+    extraction only), row counts, and the version fence. It closes before the
+    load, so no read transaction of ours is open while dlt alters tables."""
+    if profile.documents or not needed:
+        yield DestinationSession()  # MongoDB fences inside its own writes
+        return
+    # asked of the destination even when this pipeline has no schema yet: the
+    # sync and the webhook processor are separate pipelines sharing tables
+    with pipeline.destination_client() as job_client:
+        yield DestinationSession(job_client, stored_tables(job_client, names) if first else None)
+
+
+def schema_tables(pipeline: dlt.Pipeline) -> set[str]:
+    """Tables this pipeline has loaded (its schema knows their columns)."""
+    if not pipeline.default_schema_name:
+        return set()
+    return {name for name, table in pipeline.default_schema.tables.items() if table.get("columns")}
+
+
+def after_load(
+    pipeline: dlt.Pipeline,
+    entities: Sequence[Entity],
+    known: Optional[set[str]] = None,
+    count: Sequence[str] = (),
+    keys: Optional[Keys] = None,
+) -> dict[str, int]:
+    """Post-load integrity (no child rows of superseded versions, no tombstoned
+    rows), then row counts of ``count``, in one destination session.
+
+    ``known``: the tables that existed before the run; with the tables this
+    pipeline loaded they are all there is (writers hold the dataset lock), so
+    the destination need not be asked again.
+    """
+    if known is None:
+        tables = existing_tables(pipeline, fenced_table_names(entities))
+    else:
+        tables = known | schema_tables(pipeline)
+    if not tables:
+        return {}
+    counts = {}
+    with pipeline.sql_client() as client:
+        sweep_tombstoned(client, entities, tables, keys)
+        prune_superseded_children(client, list(entities), tables, keys)
+        for table in count:
+            if table in tables:
+                rows = client.execute_sql(f"SELECT COUNT(*) FROM {client.make_qualified_table_name(table)}")
+                counts[table] = int(rows[0][0])
+    return counts

@@ -1,0 +1,112 @@
+"""The loop of one sync run: extract a package, load it, tidy after the load,
+and again while walks are unfinished."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import dlt
+
+from sources.makini import makini_source
+from sources.makini.report import SyncReport
+from sources.makini.settings import Entity
+from sources.makini.spool import settle_spools
+from sources.makini.walk import committed_positions
+
+from .background_load import BackgroundLoad
+from .destination_session import after_load, destination_session
+from .fence import fenced_table_names
+from .profiles import Profile
+
+
+def table_names(entities: Sequence[Entity]) -> list[str]:
+    return [name for e in entities for name in (e.table, *(c.table for c in e.children))]
+
+
+def resources_state(pipeline: dlt.Pipeline) -> dict:
+    return pipeline.state.get("sources", {}).get("makini", {}).get("resources", {})
+
+
+class PackageLoop:
+    """Extractions of at most ``max_rows_per_load`` rows, each loaded as one package.
+
+    A package loads on a thread (``BackgroundLoad``) while the next one is
+    extracted when that extraction reads nothing the load writes: no version
+    fence (the tables did not exist before the run) and not a document store.
+    Otherwise each load finishes before the next extraction starts. After each
+    load the spools are trimmed to what is still to load, and the tables mended
+    and counted (``after_load``).
+
+    After ``run``: ``loaded`` (rows per table), ``before`` and ``after`` (row
+    counts at the start and after the last load).
+    """
+
+    def __init__(
+        self,
+        pipeline: dlt.Pipeline,
+        profile: Profile,
+        entities: Sequence[Entity],
+        source_args: dict[str, Any],
+        report: SyncReport,
+        spool_root: Path,
+        full_refresh: bool = False,
+    ) -> None:
+        self.pipeline, self.profile, self.entities = pipeline, profile, list(entities)
+        self.source_args, self.report, self.spool_root = source_args, report, spool_root
+        self.full_refresh = full_refresh
+        self.tables = table_names(entities)
+        self.loaded: Counter = Counter()
+        self.before: dict[str, int] = {}
+        self.after: dict[str, int] = {}
+        self.existing: set[str] = set()  # tables at the destination before the run
+        self.fenced: set[str] = set()  # tables the version fence reads
+
+    def run(self) -> None:
+        only: Optional[set] = None
+        refresh = "drop_resources" if self.full_refresh else None
+        loading: Optional[BackgroundLoad] = None
+        try:
+            while True:
+                self._extract(only, refresh)
+                if loading is not None:  # the previous package, loaded while this one was extracted
+                    loading.wait()
+                    loading, self.after = None, self._tidy(schema_ahead=True)
+                self.pipeline.normalize()
+                normalized = self.pipeline.last_trace.last_normalize_info
+                self.loaded.update(normalized.row_counts if normalized else {})
+                if self.report.unfinished and not self.fenced and not self.profile.documents:
+                    loading = BackgroundLoad(self.pipeline, self.profile.load_workers)
+                else:
+                    self.profile.load(self.pipeline)
+                    self.after = self._tidy()
+                if not self.report.unfinished:
+                    return
+                only, self.report.unfinished = set(self.report.unfinished), set()
+                refresh = None
+        finally:
+            if loading is not None:  # a failure meanwhile: never close the database under a load
+                loading.join()
+
+    def _extract(self, only: Optional[set], refresh: Optional[str]) -> None:
+        """One extraction; the first one learns what the destination holds."""
+        first = only is None
+        with destination_session(self.pipeline, self.profile, fenced_table_names(self.entities), first,
+                                 needed=first or bool(self.fenced)) as session:
+            if first:
+                self.existing = session.existing
+                self.before = {} if self.full_refresh else session.counts(self.tables)
+                self.fenced = set() if self.full_refresh else self.existing
+            source = makini_source(**self.source_args, fence=session.fence(self.fenced), only=only)
+            self.pipeline.extract(source, refresh=refresh, loader_file_format=self.profile.loader_file_format)
+
+    def _tidy(self, schema_ahead: bool = False) -> dict[str, int]:
+        """After a load: trim the spools, mend, count. ``schema_ahead``: the
+        next package was extracted meanwhile, so the pipeline's schema names
+        tables not loaded yet and the destination is asked which exist."""
+        settle_spools(self.spool_root, committed_positions(resources_state(self.pipeline)))
+        if self.profile.documents:
+            return {}
+        known = None if schema_ahead else self.existing - (set(self.tables) if self.full_refresh else set())
+        return after_load(self.pipeline, self.entities, known, self.tables)
