@@ -5,46 +5,38 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 import dlt
 
 from sources.makini.settings import Entity
 
 from .children import Keys, prune_superseded_children
-from .fence import SqlVersionFence, existing_tables, fenced_table_names, sweep_tombstoned
+from .fence import SqlVersionFence, existing_tables, fenced_table_names, stored_tables, sweep_tombstoned
 from .profiles import Profile
 
 logger = logging.getLogger(__name__)
 
 
+def row_counts(sql_client: Any, tables: Iterable[str]) -> dict[str, int]:
+    """``COUNT(*)`` of each of ``tables`` (all of which exist)."""
+    return {
+        t: int(sql_client.execute_sql(f"SELECT COUNT(*) FROM {sql_client.make_qualified_table_name(t)}")[0][0])
+        for t in tables
+    }
+
+
 def count_rows(pipeline: dlt.Pipeline, tables: Sequence[str]) -> dict[str, int]:
     """Row counts of the tables that exist at the destination."""
-    if not pipeline.default_schema_name:
-        return {}
-    schema = pipeline.default_schema
-    present = [t for t in tables if t in schema.tables and schema.tables[t].get("columns")]
+    present = schema_tables(pipeline).intersection(tables)
     if not present:
         return {}
-    counts = {}
     try:
         with pipeline.sql_client() as client:
-            for table in present:
-                rows = client.execute_sql(
-                    f"SELECT COUNT(*) FROM {client.make_qualified_table_name(table)}"
-                )
-                counts[table] = int(rows[0][0])
+            return row_counts(client, [t for t in tables if t in present])
     except Exception as exc:  # noqa: BLE001 - tables may not be created yet
         logger.debug("could not count rows: %s", type(exc).__name__)
-    return counts
-
-
-def stored_tables(job_client: Any, names: Sequence[str]) -> set[str]:
-    try:
-        return {n for n, cols in job_client.get_storage_tables(list(names)) if cols}
-    except Exception as exc:  # noqa: BLE001 - no dataset yet (e.g. a MySQL database not created)
-        logger.debug("no stored tables: %s", type(exc).__name__)
-        return set()
+        return {}
 
 
 class DestinationSession:
@@ -57,11 +49,7 @@ class DestinationSession:
     def counts(self, tables: Sequence[str]) -> dict[str, int]:
         if self.job_client is None:
             return {}
-        client = self.job_client.sql_client
-        return {
-            t: int(client.execute_sql(f"SELECT COUNT(*) FROM {client.make_qualified_table_name(t)}")[0][0])
-            for t in tables if t in self.existing
-        }
+        return row_counts(self.job_client.sql_client, [t for t in tables if t in self.existing])
 
     def fence(self, tables: set[str]) -> Optional[Callable]:
         if self.job_client is None or not tables:
@@ -112,12 +100,7 @@ def after_load(
         tables = known | schema_tables(pipeline)
     if not tables:
         return {}
-    counts = {}
     with pipeline.sql_client() as client:
         sweep_tombstoned(client, entities, tables, keys)
         prune_superseded_children(client, list(entities), tables, keys)
-        for table in count:
-            if table in tables:
-                rows = client.execute_sql(f"SELECT COUNT(*) FROM {client.make_qualified_table_name(table)}")
-                counts[table] = int(rows[0][0])
-    return counts
+        return row_counts(client, [t for t in count if t in tables])

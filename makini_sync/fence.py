@@ -56,12 +56,17 @@ def as_utc(value: datetime) -> datetime:
 def existing_tables(pipeline: Any, names: Iterable[str]) -> set[str]:
     """Which of ``names`` exist at the destination (asked of the destination itself:
     the sync and the webhook processor are separate pipelines sharing tables)."""
-    names = list(names)
     with pipeline.destination_client() as client:
-        try:
-            return {name for name, columns in client.get_storage_tables(names) if columns}
-        except Exception:  # noqa: BLE001 - no dataset yet
-            return set()
+        return stored_tables(client, names)
+
+
+def stored_tables(job_client: Any, names: Iterable[str]) -> set[str]:
+    """Which of ``names`` exist at the destination, over an open job client."""
+    try:
+        return {n for n, columns in job_client.get_storage_tables(list(names)) if columns}
+    except Exception as exc:  # noqa: BLE001 - no dataset yet (e.g. a MySQL database not created)
+        logger.debug("no stored tables: %s", type(exc).__name__)
+        return set()
 
 
 def fenced_table_names(entities: Iterable[Entity]) -> list[str]:
