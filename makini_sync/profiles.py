@@ -13,6 +13,8 @@ from dlt.common.destination import Destination
 
 from sources.makini.errors import ConfigurationError
 
+from .load_errors import quiet_dlt_tracebacks
+
 DEFAULT_PROFILES = Path(__file__).resolve().parent.parent / "destinations.toml"
 DEFAULT_DUCKDB_FILE = "makini_sync.duckdb"
 DATASET_NAME = "makini"
@@ -160,6 +162,7 @@ LOAD_DEFAULTS = {"load.truncate_staging_dataset": True}
 def make_pipeline(profile: Profile, pipeline_name: str = "makini_sync", **kwargs: Any) -> dlt.Pipeline:
     """The project's dlt pipeline: dataset ``makini``, state under dlt's data dir."""
     profile.apply_credentials_settings()
+    quiet_dlt_tracebacks()
     for key, value in LOAD_DEFAULTS.items():
         dlt.config[key] = value
     return dlt.pipeline(

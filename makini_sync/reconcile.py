@@ -14,7 +14,8 @@ from typing import Any, Optional, Sequence
 from sources.makini.client import RetryPolicy, raise_for_makini_error
 from sources.makini.connections import open_connections
 from sources.makini.paginator import MakiniCursorPaginator
-from sources.makini.settings import CONNECTION_COLUMN, Entity, resolve_entities
+from sources.makini.entity_config import load_registry
+from sources.makini.settings import CONNECTION_COLUMN, Entity
 
 from .profiles import Profile, make_pipeline
 from .sync import run_sync
@@ -78,7 +79,7 @@ def reconcile(
     results = []
     for connection in open_connections(base_url, api_token, retry_policy or RetryPolicy()):
         connection_id = connection.identify()
-        for entity in resolve_entities(entities):
+        for entity in load_registry().resolve(entities):
             expected = api_count(connection.client, entity)
             before = warehouse_count(profile, entity, connection_id)
             after = before

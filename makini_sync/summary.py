@@ -12,6 +12,12 @@ def render_summary(result: SyncResult) -> str:
     ]
     for table, s in result.tables.items():
         lines.append(f"  {table:<32}{s.loaded:>10}{s.inserted:>10}{s.updated:>10}{s.total:>10}")
+    changes = result.report.schema_changes
+    if changes:
+        lines.append(f"  schema changes: {len(changes)} new column(s) or variant(s), in makini._makini_schema_changes")
+    for package in result.report.set_aside:
+        lines.append(f"  SET ASIDE load package {package.load_id} ({package.cause}): its data was fetched again;"
+                     f" kept at {package.kept_at}")
     for failure in result.report.failures:
         lines.append(f"  FAILED {failure}")
     return "\n".join(lines)

@@ -15,7 +15,8 @@ import pyarrow as pa
 
 from sources.makini.client import RetryPolicy
 from sources.makini.report import SyncReport
-from sources.makini.settings import Entity, resolve_entities
+from sources.makini.entity_config import load_registry
+from sources.makini.settings import Entity
 from sources.makini.spool import settle_spools
 from sources.makini.walk import committed_positions
 
@@ -23,7 +24,7 @@ from .destination_session import after_load, count_rows
 from .locking import dataset_lock
 from .package_loop import PackageLoop, resources_state
 from .profiles import Profile, make_pipeline
-from .recovery import drop_committed_extractions
+from .pending_packages import finish_pending_loads
 from .run_database import RunDatabase
 
 logger = logging.getLogger(__name__)
@@ -87,7 +88,8 @@ def run_sync(
     """
     started = time.monotonic()
     release_memory_eagerly()
-    chosen = resolve_entities(entities)
+    registry = load_registry()  # bad entity config fails here, before any request
+    chosen = registry.resolve(entities)
     report = SyncReport()
     source_args: dict[str, Any] = {
         "entities": [e.table for e in chosen],
@@ -95,6 +97,7 @@ def run_sync(
         "max_rows_per_load": rows_per_load,
         "documents": profile.documents,
         "backfill": backfill,
+        "registry": registry,
     }
     if base_url is not None:
         source_args["base_url"] = base_url
@@ -108,7 +111,7 @@ def run_sync(
         spool_root = Path(pipeline.working_dir) / "makini_spool"
         if checkpoints:
             source_args["spool_root"] = str(spool_root)
-        finish_pending_loads(pipeline, profile, chosen)
+        pipeline = finish_pending_loads(pipeline, profile, chosen, report.set_aside)
         # after the pending loads: a run killed between committing its package
         # and saving its local state left the newer state only in that package,
         # now in the destination; take it back before walking on
@@ -116,6 +119,7 @@ def run_sync(
         settle_spools(spool_root, committed_positions(resources_state(pipeline)))
         loop = PackageLoop(pipeline, profile, chosen, source_args, report, spool_root, full_refresh)
         loop.run()
+    report.log_schema_changes()
     after = count_rows(pipeline, loop.tables) if profile.documents else loop.after
 
     result = SyncResult(profile.name, report, seconds=time.monotonic() - started)
@@ -126,14 +130,3 @@ def run_sync(
             loaded=n, inserted=min(inserted, n), updated=max(n - inserted, 0), total=after.get(table, 0)
         )
     return result
-
-
-def finish_pending_loads(pipeline: dlt.Pipeline, profile: Profile, entities: Sequence[Entity]) -> None:
-    """Load what an interrupted run extracted but did not load (its state came with it)."""
-    drop_committed_extractions(pipeline)
-    if pipeline.has_pending_data:
-        logger.warning("loading data a previous run extracted but did not load")
-        pipeline.normalize()
-        profile.load(pipeline)
-        if not profile.documents:
-            after_load(pipeline, entities)

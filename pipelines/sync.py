@@ -15,6 +15,7 @@ from typing import Iterator, Optional
 from dlt.common.configuration.exceptions import ConfigFieldMissingException
 from dlt.pipeline.exceptions import PipelineStepFailed
 
+from makini_sync.load_errors import failure_cause
 from makini_sync.profiles import load_profile
 from makini_sync.run_database import DatabaseUnavailable
 from makini_sync.summary import failure_line, render_summary
@@ -79,7 +80,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"makini sync: {exc}", file=sys.stderr)
         return 1
     except PipelineStepFailed as exc:
-        print(f"makini sync: the {exc.step} step failed: {exc.exception}", file=sys.stderr)
+        print(f"makini sync: the {exc.step} step failed: {failure_cause(exc)}", file=sys.stderr)
         return 1
     print(render_summary(result))
     if not result.ok:

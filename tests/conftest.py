@@ -18,6 +18,8 @@ settings.load_profile("ci")
 
 from makini_sandbox import Sandbox, SandboxControl
 
+pytest_plugins = ["tests.mongo_server"]  # the session's MongoDB stand-in (fixture mongo_uri)
+
 # Small, but above every page-size cap that tests check (500 POs, 100 vendors).
 SANDBOX_SIZES = {"purchase-orders": 600, "work-orders": 260, "assets": 80, "inventory-items": 120, "vendors": 130}
 
@@ -55,3 +57,23 @@ def api_client(sandbox: Sandbox) -> Iterator[Callable[..., httpx.Client]]:
     yield make
     for client in clients:
         client.close()
+
+
+# The sync tests' fixtures: their own dlt data dir, and a fresh small sandbox.
+SMALL = {"purchase-orders": 1200, "work-orders": 300, "assets": 600, "inventory-items": 550, "vendors": 250}
+
+
+@pytest.fixture
+def isolated_dlt(tmp_path, monkeypatch):
+    """Each test gets its own dlt data dir (pipeline state) and working dir."""
+    monkeypatch.setenv("DLT_DATA_DIR", str(tmp_path / "dlt"))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def fresh_sandbox(isolated_dlt):
+    from makini_sandbox import Sandbox
+
+    with Sandbox(seed=11, sizes=SMALL, connections=2, in_process=True) as sandbox:
+        yield sandbox

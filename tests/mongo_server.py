@@ -9,7 +9,7 @@ about 1k upserts/s, so keep test data small.
 If it cannot start, the tests are skipped outside CI and fail in CI
 (``CI=true``), as the services rule in issue 4 asks.
 
-Use it with ``from tests.mongo_server import mongo_uri  # noqa: F401``.
+Its fixture `mongo_uri` is shared through conftest.py.
 """
 
 from __future__ import annotations

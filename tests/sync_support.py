@@ -94,24 +94,3 @@ def mutating(sandbox, interval: float = 0.02, seed: int = 1) -> Iterator[list]:
     finally:
         stop.set()
         thread.join()
-
-
-import pytest  # noqa: E402
-
-SMALL = {"purchase-orders": 1200, "work-orders": 300, "assets": 600, "inventory-items": 550, "vendors": 250}
-
-
-@pytest.fixture
-def isolated_dlt(tmp_path, monkeypatch):
-    """Each test gets its own dlt data dir (pipeline state) and working dir."""
-    monkeypatch.setenv("DLT_DATA_DIR", str(tmp_path / "dlt"))
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
-@pytest.fixture
-def fresh_sandbox(isolated_dlt):
-    from makini_sandbox import Sandbox
-
-    with Sandbox(seed=11, sizes=SMALL, connections=2, in_process=True) as sandbox:
-        yield sandbox

@@ -14,8 +14,7 @@ from makini_sync.deltas import Delete, Upsert, load_deltas
 from makini_sync.sync import run_sync
 from sources.makini.settings import ENTITIES
 from tests.destination_targets import DESTINATIONS, destination_target
-from tests.mongo_server import mongo_uri  # noqa: F401
-from tests.sync_support import FAST_RETRIES, isolated_dlt  # noqa: F401
+from tests.sync_support import FAST_RETRIES
 
 SIZES = {"purchase-orders": 120, "work-orders": 40, "assets": 30, "inventory-items": 40, "vendors": 20}
 

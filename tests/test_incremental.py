@@ -1,6 +1,6 @@
 """Incremental runs fetch only what changed since the bookmark, and end exact."""
 
-from tests.sync_support import assert_exact, fresh_sandbox, isolated_dlt, sync  # noqa: F401
+from tests.sync_support import assert_exact, sync
 from sources.makini.settings import ENTITIES
 
 

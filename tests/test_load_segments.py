@@ -3,7 +3,7 @@
 from makini_sync.profiles import make_pipeline
 from sources.makini import makini_source
 from sources.makini.report import SyncReport
-from tests.sync_support import FAST_RETRIES, assert_exact, duckdb_profile, fresh_sandbox, isolated_dlt, mutating, sync  # noqa: F401
+from tests.sync_support import FAST_RETRIES, assert_exact, duckdb_profile, mutating, sync
 
 
 def test_many_small_loads_end_exact_under_mutation(fresh_sandbox, tmp_path):

@@ -20,7 +20,6 @@ from pymongo import MongoClient
 
 from makini_sync import mongodb
 from makini_sync.mongodb import apply_hard_deletes, is_stale
-from tests.mongo_server import mongo_uri  # noqa: F401  (session fixture)
 
 REF = "makini_sync.mongodb.mongodb_destination"
 # the real source hints this column too; without it dlt warns on all-null batches

@@ -2,7 +2,7 @@
 
 import duckdb
 
-from tests.sync_support import assert_exact, fresh_sandbox, isolated_dlt, sync, warehouse_versions  # noqa: F401
+from tests.sync_support import assert_exact, sync, warehouse_versions
 
 
 def test_connections_are_isolated(fresh_sandbox, tmp_path):

@@ -8,7 +8,6 @@ import httpx
 import orjson
 
 from makini_sandbox import Sandbox
-from tests.sync_support import isolated_dlt  # noqa: F401
 from tests.test_sync_errors import run_cli
 from tests.webhook_support import event, new_secret, receiver, run_webhooks_cli, signed_headers
 

@@ -7,7 +7,7 @@ from makini_sync.profiles import load_profile
 from makini_sync.reconcile import reconcile
 from makini_sync.webhooks.events import Lifecycle
 from makini_sync.webhooks.polling import PollingFallback
-from tests.sync_support import FAST_RETRIES, assert_exact, isolated_dlt, sync  # noqa: F401
+from tests.sync_support import FAST_RETRIES, assert_exact, sync
 
 SIZES = {"purchase-orders": 300, "work-orders": 50, "assets": 40, "inventory-items": 50, "vendors": 30}
 

@@ -7,7 +7,7 @@ import requests
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sources.makini.client import ArrowPage, MakiniClient
+from sources.makini.client import MakiniClient
 from sources.makini.records import PageConverter, _flat_row, _json_column
 from sources.makini.settings import ENTITIES
 
@@ -52,11 +52,8 @@ def test_custom_fields_keep_the_json_the_api_sent(case):
     response = requests.Response()
     response.status_code, response._content = 200, orjson.dumps({"data": page, "next_cursor": None})
     converter = PageConverter(ENTITIES["purchase_orders"], "conn_1")
-    parsed = MakiniClient("http://127.0.0.1:1", "t").extract_response(response, "data")
-    if len(parsed) == 1 and isinstance(parsed[0], ArrowPage):
-        tables = converter.convert_arrow(parsed[0].records)
-    else:
-        tables = converter.convert(parsed)
+    (page,) = MakiniClient("http://127.0.0.1:1", "t").extract_response(response, "data")
+    tables = converter.convert_arrow(page.records) if page.arrow else converter.convert(page.records)
     stored = tables["purchase_orders"]["custom_fields"].to_pylist()
     assert stored == [None if v is None else orjson.dumps(v).decode() for v in values]
 

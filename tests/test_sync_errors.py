@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 
-from tests.sync_support import fresh_sandbox, isolated_dlt  # noqa: F401
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -1,6 +1,6 @@
 """A sync ends equal to the sandbox truth whatever the API does during the run."""
 
-from tests.sync_support import assert_exact, fresh_sandbox, isolated_dlt, mutating, sync  # noqa: F401
+from tests.sync_support import assert_exact, mutating, sync
 
 
 def test_full_sync_is_exact(fresh_sandbox, tmp_path):

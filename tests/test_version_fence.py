@@ -9,8 +9,6 @@ import pytest
 from makini_sync.deltas import Delete, Upsert, load_deltas
 from sources.makini.settings import ENTITIES
 from tests.destination_targets import DESTINATIONS, destination_target
-from tests.mongo_server import mongo_uri  # noqa: F401
-from tests.sync_support import isolated_dlt  # noqa: F401
 
 PO = ENTITIES["purchase_orders"]
 CONN = "conn_fence"

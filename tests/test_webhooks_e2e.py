@@ -9,7 +9,7 @@ from makini_sync.webhooks.inbox import Inbox
 from makini_sync.webhooks.processor import Processor
 from sources.makini.settings import ENTITIES
 from tests.destination_targets import destination_target
-from tests.sync_support import FAST_RETRIES, isolated_dlt  # noqa: F401
+from tests.sync_support import FAST_RETRIES
 from tests.test_destinations import contents, truth_of
 from tests.webhook_support import new_secret, receiver
 

@@ -7,7 +7,7 @@ from typing import Any, Optional, Union
 
 import orjson
 
-from sources.makini.settings import ENTITY_BY_SLUG
+from sources.makini.entity_config import load_registry
 
 from ..deltas import Delete, Upsert
 
@@ -49,12 +49,12 @@ def parse_event(webhook_id: str, body: bytes) -> Union[Upsert, Delete, Lifecycle
                          _text(data.get("status")), _text(data.get("error")))
     if kind not in RECORD_EVENTS:
         return None
-    entity = ENTITY_BY_SLUG.get(str(data.get("entity")))
+    if not isinstance(connection_id, str) or not connection_id:
+        raise BadEvent("event has no connection_id")
+    entity = load_registry().by_slug(str(data.get("entity")), connection_id)
     record = data.get("record")
     if entity is None:
         raise BadEvent(f"unknown entity {data.get('entity')!r}")
-    if not isinstance(connection_id, str) or not connection_id:
-        raise BadEvent("event has no connection_id")
     if not isinstance(record, dict) or record.get(entity.primary_key) in (None, ""):
         raise BadEvent(f"event has no record with {entity.primary_key!r}")
     if not isinstance(record.get(entity.updated_at), str):

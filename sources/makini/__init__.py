@@ -20,7 +20,8 @@ from dlt.sources import DltResource
 from .client import RetryPolicy, located
 from .connections import Connection, open_connections
 from .report import SyncReport
-from .settings import CONNECTION_COLUMN, ID_COLUMN, resolve_entities
+from .entity_config import EntityRegistry, load_registry
+from .settings import CONNECTION_COLUMN, ID_COLUMN
 from .walk import MERGE, EntityWalk, Fence, LoadBudget
 
 logger = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ def makini_source(
     only: Optional[set] = None,
     backfill: bool = False,
     spool_root: Optional[str] = None,
+    registry: Optional[EntityRegistry] = None,
 ) -> list[DltResource]:
     """Makini entities for the connections whose tokens ``api_token`` holds.
 
@@ -52,30 +54,38 @@ def makini_source(
     unfinished walks of an earlier extraction in the same run. ``backfill``
     walks every record again, whatever the bookmark says (``reconcile``).
     ``spool_root`` turns on page checkpoints there (``spool.py``).
+    ``registry``: the entities and each connection's field names (default: the
+    built-in entities with dlt config's over them, ``entity_config.py``).
     """
+    registry = registry if registry is not None else load_registry()
     report = report if report is not None else SyncReport()
     connections = open_connections(base_url, api_token, retry_policy or RetryPolicy())
     budget = LoadBudget(max_rows_per_load)
     return [
-        entity_resource(EntityWalk(e, report, budget, fence, documents, backfill, Path(spool_root) if spool_root else None), connections, only)
-        for e in resolve_entities(entities)
+        entity_resource(EntityWalk(e, report, budget, fence, documents, backfill, Path(spool_root) if spool_root else None),
+                        connections, registry, only)
+        for e in registry.resolve(entities)
     ]
 
 
 def entity_resource(
-    walker: EntityWalk, connections: list[Connection], only: Optional[set] = None
+    walker: EntityWalk, connections: list[Connection], registry: EntityRegistry, only: Optional[set] = None
 ) -> DltResource:
     entity, report = walker.entity, walker.report
 
     def read_entity() -> Iterator[Any]:
         bookmarks = dlt.current.resource_state().setdefault("bookmarks", {})
+        walker.learn_kinds(dlt.current.source_schema().tables)
         for connection in connections:
             try:
                 connection_id = connection.identify()
                 if only is not None and (connection_id, entity.table) not in only:
                     continue
+                served = registry.for_connection(connection_id, entity.table)
+                if served is None:
+                    continue  # an entity only other connections have
                 state = bookmarks.setdefault(connection_id, {})
-                yield from walker.run(connection_id, connection, state)
+                yield from walker.run(connection_id, connection, state, served)
             except Exception as exc:  # noqa: BLE001 - every failure is reported, the others go on
                 report.fail(located(exc, connection.name, entity.table))
 

@@ -11,17 +11,21 @@ handful of attempts in seconds, and a dead server must not hold cron forever).
 
 from __future__ import annotations
 
+import contextlib
 import io
+import json
 import logging
 import random
+import re
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 import requests
+from urllib.parse import urlsplit
 from dlt.sources.helpers.requests.session import Session
 from dlt.sources.helpers.rest_client import RESTClient
 from dlt.sources.helpers.rest_client.auth import BearerTokenAuth
@@ -35,6 +39,7 @@ from .errors import (
     RetriesExhausted,
     error_for_status,
 )
+from .records import json_text
 from .settings import JSON_FIELDS
 
 logger = logging.getLogger(__name__)
@@ -66,29 +71,130 @@ class RetryPolicy:
 
 
 def response_body(response: requests.Response) -> Any:
-    """The response's JSON, parsed once with orjson and kept on the response."""
-    body = getattr(response, "_makini_body", None)
-    if body is None:
-        try:
-            body = orjson.loads(response.content)
-        except orjson.JSONDecodeError as exc:
-            raise MalformedResponse(
-                f"response is not JSON ({exc})",
-                request_id=response.headers.get("X-Request-Id"),
-                status=response.status_code,
-            ) from None
-        response._makini_body = body  # type: ignore[attr-defined]
+    """The response's JSON, parsed with orjson, or with the standard library when it
+    holds integers too long for orjson (which would round them to floats)."""
+    try:
+        body = orjson.loads(response.content)
+        if LONG_INTEGER.search(response.content):
+            body = json.loads(response.content)
+    except (orjson.JSONDecodeError, ValueError) as exc:
+        raise MalformedResponse(
+            f"response is not JSON ({exc})",
+            request_id=response.headers.get("X-Request-Id"),
+            status=response.status_code,
+        ) from None
     return body
 
 
+# an integer token of 17 or more digits: beyond 2**53, so a double may not hold it
+LONG_INTEGER = re.compile(rb"[\[:,]\s*-?\d{17,}\s*[,}\]]")
+
+
 @dataclass(frozen=True)
-class ArrowPage:
-    """A list page parsed by Arrow's JSON reader: ``records`` as a table."""
+class Page:
+    """One list page: its records (an Arrow table when Arrow's JSON reader parsed
+    it, else the list orjson parsed) and the paging fields of its body."""
 
-    records: pa.Table
+    records: Union[pa.Table, list]
+    next_cursor: Any
+    total_count: Any
+
+    @property
+    def arrow(self) -> bool:
+        return isinstance(self.records, pa.Table)
 
 
-def arrow_page(response: requests.Response) -> Optional[ArrowPage]:
+class PageSchemas:
+    """The last page's schema per list path, given to Arrow's JSON reader for the next page.
+
+    Arrow's reader infers a timestamp from any string that looks like one
+    (``2024-02-28`` becomes midnight, ``2024-02-28 15:31:43`` a zoneless time)
+    and then cannot give the string back. A page whose inferred schema holds a
+    timestamp is read again with those fields declared as strings; the walk's
+    next page is read with that schema at once (one parse, not two), and falls
+    back to inference when it does not match (a field changed type).
+    """
+
+    def __init__(self) -> None:
+        self._schemas: dict[str, pa.Schema] = {}
+
+    def read(self, path: str, content: bytes) -> pa.Table:
+        hint = self._schemas.get(path)
+        table = None
+        if hint is not None:
+            with contextlib.suppress(*ARROW_READ_ERRORS):
+                table = _read_json(content, hint)
+        if table is None or _has_timestamps(table.schema):
+            table = _read_json(content)
+            if _has_timestamps(table.schema):
+                table = _read_json(content, _strings_for_timestamps(table.schema))
+        hint = _without_nulls(table.schema)
+        if hint is not None:
+            self._schemas[path] = hint
+        return table
+
+
+ARROW_READ_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, pa.ArrowIndexError)
+
+
+def _read_json(content: bytes, schema: Optional[pa.Schema] = None) -> pa.Table:
+    parse = pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer") if schema else None
+    return pa_json.read_json(
+        io.BytesIO(content), read_options=pa_json.ReadOptions(block_size=len(content) + 1), parse_options=parse
+    )
+
+
+def _has_timestamps(kind: Any) -> bool:
+    if isinstance(kind, pa.Schema):
+        return any(_has_timestamps(f.type) for f in kind)
+    if pa.types.is_timestamp(kind):
+        return True
+    if pa.types.is_struct(kind):
+        return any(_has_timestamps(kind.field(i).type) for i in range(kind.num_fields))
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        return _has_timestamps(kind.value_type)
+    return False
+
+
+def _retyped(kind: Any, leaf: Any) -> Any:
+    """``kind`` with every leaf type replaced by ``leaf(type)`` (None drops the field)."""
+    if isinstance(kind, pa.Schema):
+        fields = [f.with_type(t) for f in kind if (t := _retyped(f.type, leaf)) is not None]
+        return pa.schema(fields) if fields else None
+    if pa.types.is_struct(kind):
+        fields = [kind.field(i) for i in range(kind.num_fields)]
+        fields = [f.with_type(t) for f in fields if (t := _retyped(f.type, leaf)) is not None]
+        return pa.struct(fields) if fields else None
+    if pa.types.is_list(kind):
+        inner = _retyped(kind.value_type, leaf)
+        return pa.list_(inner) if inner is not None else None
+    return leaf(kind)
+
+
+def _strings_for_timestamps(schema: pa.Schema) -> pa.Schema:
+    return _retyped(schema, lambda t: pa.string() if pa.types.is_timestamp(t) else t)
+
+
+def _without_nulls(schema: pa.Schema) -> Optional[pa.Schema]:
+    """The schema without fields no record had a value for, so the next page infers them."""
+    return _retyped(schema, lambda t: None if pa.types.is_null(t) else t)
+
+
+def _may_round_integers(values: pa.Array) -> bool:
+    """Whether Arrow read a number so large that it may have been an integer
+    rounded to a double (the page then takes the exact path)."""
+    kind = values.type
+    if pa.types.is_floating(kind):
+        largest = pc.max(pc.abs(values)).as_py()
+        return largest is not None and largest >= 2.0**53
+    if pa.types.is_struct(kind):
+        return any(_may_round_integers(values.field(i)) for i in range(kind.num_fields))
+    if pa.types.is_list(kind):
+        return _may_round_integers(values.flatten())
+    return False
+
+
+def arrow_page(response: requests.Response, schemas: PageSchemas) -> Optional[Page]:
     """Parse a list page with Arrow's JSON reader, or None to use the checked path.
 
     The reader parses and types the page in C++ with the GIL released, about
@@ -99,12 +205,14 @@ def arrow_page(response: requests.Response) -> Optional[ArrowPage]:
     content = response.content
     if not content.startswith(b"{") or b"\n" in content:
         return None
+    path = urlsplit(response.request.url).path if response.request is not None else ""
     try:
-        table = pa_json.read_json(
-            io.BytesIO(content), read_options=pa_json.ReadOptions(block_size=len(content) + 1)
-        )
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        return _arrow_page(response, schemas.read(path, content))
+    except pa.ArrowException:  # any shape Arrow cannot read or take apart (some it fails on inside)
         return None
+
+
+def _arrow_page(response: requests.Response, table: pa.Table) -> Optional[Page]:
     if table.num_rows != 1 or "data" not in table.column_names:
         return None
     data = table["data"].combine_chunks()
@@ -115,10 +223,22 @@ def arrow_page(response: requests.Response) -> Optional[ArrowPage]:
     if (cursor is not None and not isinstance(cursor, str)) or (total is not None and not isinstance(total, int)):
         return None
     records = pa.Table.from_struct_array(pc.list_flatten(data))
-    if not all(_prints_back(records[name].combine_chunks()) for name in JSON_FIELDS & set(records.column_names)):
+    if _may_round_integers(pc.list_flatten(data)):
         return None
-    response._makini_body = {"next_cursor": cursor, "total_count": total}  # type: ignore[attr-defined]
-    return ArrowPage(records)
+    unfaithful = [n for n in JSON_FIELDS & set(records.column_names) if not _prints_back(records[n].combine_chunks())]
+    if unfaithful:
+        records = _as_sent(records, unfaithful, response)
+    return Page(records, cursor, total)
+
+
+def _as_sent(records: pa.Table, names: list[str], response: requests.Response) -> pa.Table:
+    """Free-form JSON fields Arrow cannot print back as sent, as the JSON text the
+    API sent (from a parse of the body by orjson; the other columns stay Arrow's)."""
+    data = response_body(response)["data"]
+    for name in names:
+        text = pa.array([None if (v := r.get(name)) is None else json_text(v) for r in data], pa.string())
+        records = records.set_column(records.schema.get_field_index(name), name, text)
+    return records
 
 
 def _prints_back(values: pa.Array) -> bool:
@@ -233,9 +353,11 @@ class MakiniClient(RESTClient):
             session=make_session(policy),
             data_selector="data",
         )
+        self.page_schemas = PageSchemas()
 
     def extract_response(self, response: requests.Response, data_selector: Any) -> list:
-        page = arrow_page(response)
+        """The page as one ``Page`` item, which the paginator reads its cursor from."""
+        page = arrow_page(response, self.page_schemas)
         if page is not None:
             return [page]
         body = response_body(response)
@@ -246,7 +368,7 @@ class MakiniClient(RESTClient):
                 request_id=response.headers.get("X-Request-Id"),
                 status=response.status_code,
             )
-        return data
+        return [Page(data, body.get("next_cursor"), body.get("total_count"))]
 
     def get_json(self, path: str) -> Any:
         """GET one non-paged resource (the status endpoints)."""

@@ -7,13 +7,13 @@ from typing import Any, Optional
 from dlt.sources.helpers.rest_client.paginators import JSONResponseCursorPaginator
 from requests import Request, Response
 
-from .client import response_body
+from .client import Page
 from .errors import MalformedResponse, RepeatedCursor
 
 
 class MakiniCursorPaginator(JSONResponseCursorPaginator):
     """``JSONResponseCursorPaginator(cursor_path="next_cursor", cursor_param="cursor")``
-    that reads the body MakiniClient already parsed, can resume from a saved
+    that reads the cursor from the page MakiniClient parsed, can resume from a saved
     cursor, and raises ``RepeatedCursor`` instead of looping forever."""
 
     def __init__(self, resume_cursor: Optional[str] = None) -> None:
@@ -28,8 +28,10 @@ class MakiniCursorPaginator(JSONResponseCursorPaginator):
             self._seen.add(self.resume_cursor)
 
     def update_state(self, response: Response, data: Optional[list[Any]] = None) -> None:
-        body = response_body(response)
-        cursor = body.get("next_cursor")
+        page = data[0] if data and len(data) == 1 and isinstance(data[0], Page) else None
+        if page is None:
+            raise MalformedResponse("the client gave no page", request_id=response.headers.get("X-Request-Id"))
+        cursor = page.next_cursor
         if cursor is not None and not isinstance(cursor, str):
             raise MalformedResponse(
                 "next_cursor is not a string", request_id=response.headers.get("X-Request-Id")
@@ -41,7 +43,7 @@ class MakiniCursorPaginator(JSONResponseCursorPaginator):
                     request_id=response.headers.get("X-Request-Id"),
                 )
             self._seen.add(cursor)
-        total = body.get("total_count")
+        total = page.total_count
         if isinstance(total, int) and self.total_count is None:
             self.total_count = total
         self._next_reference = cursor or None

@@ -9,12 +9,15 @@ are cast to it; a value that cannot be is rejected with the field named.
 
 from __future__ import annotations
 
+import decimal
+import json
 from typing import Any
 
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .column_kinds import ARROW_CAST_ERRORS, KIND_TYPES, TIMESTAMP, ColumnKinds, Origin
 from .errors import MalformedResponse
 from .settings import (
     CONNECTION_COLUMN,
@@ -26,19 +29,14 @@ from .settings import (
     Entity,
 )
 
-TIMESTAMP = pa.timestamp("us", tz="UTC")
 TIMESTAMP_COLUMNS = frozenset({"created_at", UPDATED_AT_COLUMN, DELETED_AT_COLUMN})
-ARROW_TYPES = {
-    "double": pa.float64(),
-    "bigint": pa.int64(),
-    "text": pa.string(),
-    "bool": pa.bool_(),
-    "date": pa.date32(),
-}
 
 
-def _json_text(value: Any) -> str:
-    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+def json_text(value: Any) -> str:
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:  # an integer beyond 64 bits, which the standard library writes exactly
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def _put(name: str, value: Any, out: dict) -> None:
@@ -48,7 +46,7 @@ def _put(name: str, value: Any, out: dict) -> None:
         for key, inner in value.items():
             _put(f"{name}__{key}", inner, out)
     elif isinstance(value, list):
-        out[name] = _json_text(value)
+        out[name] = json_text(value)
     else:
         out[name] = value
 
@@ -59,7 +57,7 @@ def _flat_row(record: dict, skip: frozenset[str]) -> dict:
         if key in skip:
             continue
         if key in JSON_FIELDS:
-            row[key] = None if value is None else _json_text(value)
+            row[key] = None if value is None else json_text(value)
         else:
             _put(key, value, row)
     return row
@@ -68,14 +66,15 @@ def _flat_row(record: dict, skip: frozenset[str]) -> dict:
 class PageConverter:
     """Converts pages of one entity of one connection; remembers column types."""
 
-    def __init__(self, entity: Entity, connection_id: str, documents: bool = False) -> None:
+    def __init__(self, entity: Entity, connection_id: str, documents: bool = False,
+                 kinds: ColumnKinds | None = None) -> None:
         self.entity = entity
         self.documents = documents  # keep children and nested objects inside the record
         self.connection_id = connection_id
-        self._types: dict[str, dict[str, pa.DataType]] = {}
-        self._types_version = 0  # bumped whenever a column's type is first learned
+        self.kinds = kinds if kinds is not None else ColumnKinds()
         self._plans: dict[tuple, pa.Schema] = {}
         self._renames = {
+            **entity.renames,
             entity.primary_key: ID_COLUMN,
             entity.updated_at: UPDATED_AT_COLUMN,
             entity.deleted_at: DELETED_AT_COLUMN,
@@ -93,12 +92,13 @@ class PageConverter:
         (mixed or oversized values) takes the row-by-row path.
         """
         self._validate(records, request_id)
+        splits: dict[str, dict[str, list[pa.Array]]] = {}
         try:
             tables = self._convert_columnar(records)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError, TypeError):
-            tables = self._convert_rows(records, request_id)
+        except (*ARROW_CAST_ERRORS, TypeError):
+            tables, splits = self._convert_rows(records, request_id)
         return {
-            name: self._final_types(name, table, request_id)
+            name: self._final_types(name, table, request_id, splits.get(name))
             for name, table in tables.items()
         }
 
@@ -115,7 +115,7 @@ class PageConverter:
             for field_name in JSON_FIELDS:
                 value = record.get(field_name)
                 if value is not None and not isinstance(value, str):
-                    record[field_name] = _json_text(value)
+                    record[field_name] = json_text(value)
 
     def convert_arrow(self, table: pa.Table, request_id: str | None = None) -> dict[str, pa.Table]:
         """A page Arrow's JSON reader parsed (``client.arrow_page``); a page it cannot
@@ -128,7 +128,7 @@ class PageConverter:
                 table = table.set_column(table.schema.get_field_index(field_name), field_name, _json_column(column))
         try:
             tables = self._from_arrow(table)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError, TypeError):
+        except (*ARROW_CAST_ERRORS, TypeError):
             return self.convert(table.to_pylist(), request_id)
         return {
             name: self._final_types(name, t, request_id)
@@ -182,7 +182,7 @@ class PageConverter:
         table = table.add_column(0, CONNECTION_COLUMN, self._connection_column(table.num_rows))
         return {self.entity.table: _flatten_structs(table), **tables}
 
-    def _convert_rows(self, records: list, request_id: str | None) -> dict[str, pa.Table]:
+    def _convert_rows(self, records: list, request_id: str | None) -> tuple[dict[str, pa.Table], dict]:
         rows: list[dict] = []
         children: dict[str, list[dict]] = {c.table: [] for c in self.entity.children}
         for record in records:
@@ -193,16 +193,17 @@ class PageConverter:
             rows.append(canonical)
             for child in self.entity.children:
                 children[child.table].extend(self._child_rows(child, record, canonical, request_id))
-        tables = {self.entity.table: self._table(rows)}
+        tables, splits = {}, {}
+        tables[self.entity.table], splits[self.entity.table] = _typed_table(rows)
         for name, child_rows in children.items():
             if child_rows:
-                tables[name] = self._table(child_rows)
-        return tables
+                tables[name], splits[name] = _typed_table(child_rows)
+        return tables, splits
 
     def _document(self, record: dict) -> dict:
         renamed = {self._renames.get(k, k): v for k, v in record.items()}
         row = {CONNECTION_COLUMN: self.connection_id}
-        row.update({k: _json_text(v) if isinstance(v, (dict, list)) else v for k, v in renamed.items()})
+        row.update({k: json_text(v) if isinstance(v, (dict, list)) else v for k, v in renamed.items()})
         row[ID_COLUMN] = str(renamed[ID_COLUMN])
         return row
 
@@ -232,81 +233,81 @@ class PageConverter:
             out.append(row)
         return out
 
-    def _table(self, rows: list[dict]) -> pa.Table:
-        """Rows to a table; a column whose values Arrow cannot type together becomes text."""
-        columns: dict[str, None] = {}
-        for row in rows:
-            for column in row:
-                columns.setdefault(column)
-        arrays = {}
-        for column in columns:
-            values = [row.get(column) for row in rows]
-            try:
-                arrays[column] = pa.array(values)
-            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError):
-                arrays[column] = pa.array([None if v is None else _as_text(v) for v in values], pa.string())
-        return pa.table(arrays)
-
     def _connection_column(self, rows: int) -> pa.Array:
         return pa.repeat(pa.scalar(self.connection_id, pa.string()), rows)
 
-    def _final_types(self, name: str, table: pa.Table, request_id: str | None) -> pa.Table:
-        """``_stable_types`` then ``_required``, as one cast once a page of the same shape was seen.
+    def _final_types(self, name: str, table: pa.Table, request_id: str | None,
+                     splits: dict[str, list[pa.Array]] | None = None) -> pa.Table:
+        """``_land`` then ``_required``, as one cast once a page of the same shape landed whole.
 
-        Pages of a walk nearly always share their Arrow schema, and the
-        column-by-column path costs a Python round per column and page; its
-        result schema is kept per (table, page schema, which keys are
-        complete, what types are known) and replayed as a single cast. A
-        page the cast fails on takes the column path, which names the field.
+        Pages of a walk nearly always share their Arrow schema, and landing
+        column by column costs a Python round per column and page; a landing
+        that put every column in its own column (no variant) is kept per
+        (table, page schema, which keys are complete, kinds known) and replayed
+        as a single safe cast. A page the cast fails on (a value that does not
+        fit) lands column by column.
         """
         keys = self._keys[name]
         complete = tuple(name_ not in table.column_names or table[name_].null_count == 0 for name_ in keys)
-        plan_key = (name, table.schema, complete, self._types_version)
-        plan = self._plans.get(plan_key)
+        plan = None if splits else self._plans.get((name, table.schema, complete, self.kinds.version))
         if plan is not None:
             try:
                 return table.cast(plan)
-            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError):
+            except ARROW_CAST_ERRORS:
                 pass
-        final = _required(self._stable_types(name, table, request_id), keys)
-        # kept under the version after this page's learning: the one the next page sees
-        self._plans[(name, table.schema, complete, self._types_version)] = final.schema
-        return final
+        schema = table.schema
+        landed = _required(self._land(name, table, request_id, splits or {}), keys)
+        if not splits and landed.column_names == schema.names:
+            # kept under the kinds after this page's learning: the ones the next page sees
+            self._plans[(name, schema, complete, self.kinds.version)] = landed.schema
+        return landed
 
-    def _stable_types(self, name: str, table: pa.Table, request_id: str | None) -> pa.Table:
-        """Cast each column to the type it has for this run (declared or first seen)."""
-        known = self._types.setdefault(name, {})
-        for index, column in enumerate(table.column_names):
-            array = table[column]
-            if pa.types.is_nested(array.type):
-                continue  # documents keep nested values as they come
-            target = known.get(column) or self._declared_type(column)
-            if target is None:
-                if not pa.types.is_null(array.type):
-                    known[column] = array.type
-                    self._types_version += 1
+    def _land(self, name: str, table: pa.Table, request_id: str | None,
+              splits: dict[str, list[pa.Array]]) -> pa.Table:
+        """Each column to its kind for this table; what does not fit, to variant columns."""
+        origin = Origin(self.connection_id, request_id)
+        known_table = self.kinds.known(name)
+        fixed = self._fixed_types(name)
+        arrays: dict[str, pa.Array] = {}
+        for column in table.column_names:
+            array = table[column].combine_chunks()
+            if column in fixed:
+                arrays[column] = self._strict(column, array, fixed[column], request_id)
                 continue
-            if array.type != target:
-                try:
-                    array = array.cast(target) if not pa.types.is_null(array.type) else pa.nulls(len(array), target)
-                except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError) as exc:
-                    if target == pa.string():
-                        array = pa.array([None if v is None else _as_text(v) for v in array.to_pylist()], pa.string())
-                    else:
-                        raise self._malformed(
-                            f"field {column!r} holds a value that is not {target}: {str(exc)[:160]}", request_id
-                        ) from None
-                table = table.set_column(index, column, array)
-            if known.get(column) != target:
-                known[column] = target
-                self._types_version += 1
-        return table
+            if self.documents:
+                arrays[column] = array  # documents keep values as they come
+                continue
+            parts = [array, *splits.get(column, ())]
+            declared = self._declared(column)
+            for landed_name, landed in self.kinds.land(name, column, parts, declared, origin, known_table):
+                arrays[landed_name] = landed if landed_name not in arrays else pc.coalesce(arrays[landed_name], landed)
+        return pa.table(arrays)
 
-    def _declared_type(self, column: str) -> pa.DataType | None:
+    def _fixed_types(self, name: str) -> dict[str, pa.DataType]:
+        """Columns whose type the contract fixes (keys, versions): cast, never varied."""
+        fixed = {CONNECTION_COLUMN: pa.string(), UPDATED_AT_COLUMN: TIMESTAMP}
+        if name == self.entity.table:
+            fixed[ID_COLUMN] = pa.string()
+        for child in self.entity.children:
+            if child.table == name:
+                fixed[child.parent_column] = pa.string()
+                fixed[child.version_column] = TIMESTAMP
+        return fixed
+
+    def _strict(self, column: str, array: pa.Array, target: pa.DataType, request_id: str | None) -> pa.Array:
+        if array.type == target:
+            return array
+        try:
+            return array.cast(target) if not pa.types.is_null(array.type) else pa.nulls(len(array), target)
+        except ARROW_CAST_ERRORS as exc:
+            raise self._malformed(
+                f"field {column!r} holds a value that is not {target}: {str(exc)[:160]}", request_id
+            ) from None
+
+    def _declared(self, column: str) -> str | None:
         if column in TIMESTAMP_COLUMNS or column.endswith("_updated_at"):
-            return TIMESTAMP
-        declared = self.entity.column_types.get(column)
-        return ARROW_TYPES[declared] if declared else None
+            return "timestamp"
+        return self.entity.column_types.get(column)
 
     def _malformed(self, detail: str, request_id: str | None) -> MalformedResponse:
         return MalformedResponse(
@@ -322,7 +323,7 @@ def _flatten_structs(table: pa.Table) -> pa.Table:
     table = table.rename_columns(names)
     for index, field in enumerate(table.schema):
         if pa.types.is_list(field.type) or pa.types.is_large_list(field.type) or pa.types.is_map(field.type):
-            text = [None if v is None else _json_text(v) for v in table[field.name].to_pylist()]
+            text = [None if v is None else json_text(v) for v in table[field.name].to_pylist()]
             table = table.set_column(index, field.name, pa.array(text, pa.string()))
     return table
 
@@ -338,13 +339,13 @@ def _required(table: pa.Table, keys: tuple[str, ...]) -> pa.Table:
 
 
 def _json_column(column: pa.ChunkedArray) -> pa.Array:
-    """Each value as JSON text, as ``_json_text`` writes it (null stays null)."""
+    """Each value as JSON text, as ``json_text`` writes it (null stays null)."""
     values = column.combine_chunks()
     if pa.types.is_struct(values.type):
         text = _json_objects(values)
         if text is not None:
             return text
-    return pa.array([None if v is None else _json_text(v) for v in values.to_pylist()], pa.string())
+    return pa.array([None if v is None else json_text(v) for v in values.to_pylist()], pa.string())
 
 
 def _json_objects(objects: pa.StructArray) -> pa.Array | None:
@@ -362,11 +363,11 @@ def _json_objects(objects: pa.StructArray) -> pa.Array | None:
             if pc.any(pc.match_substring_regex(values, r"[\x00-\x1f]")).as_py():
                 return None  # JSON escapes these as \n, \u0000, ...: left to orjson
             escaped = pc.replace_substring(pc.replace_substring(values, "\\", "\\\\"), '"', '\\"')
-            parts += ["," * bool(index) + _json_text(field.name) + ':"', escaped, '"']
+            parts += ["," * bool(index) + json_text(field.name) + ':"', escaped, '"']
         elif pa.types.is_int64(values.type):
-            parts += ["," * bool(index) + _json_text(field.name) + ":", values.cast(pa.string())]
+            parts += ["," * bool(index) + json_text(field.name) + ":", values.cast(pa.string())]
         elif pa.types.is_boolean(values.type):
-            parts += ["," * bool(index) + _json_text(field.name) + ":", pc.if_else(values, "true", "false")]
+            parts += ["," * bool(index) + json_text(field.name) + ":", pc.if_else(values, "true", "false")]
         else:
             return None
     parts.append("}")
@@ -377,7 +378,49 @@ def _json_objects(objects: pa.StructArray) -> pa.Array | None:
     return pc.if_else(valid, text, pa.scalar(None, pa.string()))
 
 
-def _as_text(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    return _json_text(value)
+def _typed_table(rows: list[dict]) -> tuple[pa.Table, dict[str, list[pa.Array]]]:
+    """Rows to a table. A column whose values Arrow cannot type together is split
+    by the values' types: the table holds the first part, ``splits`` the others
+    (each null where another part holds the value), for ``ColumnKinds.land``."""
+    columns: dict[str, None] = {}
+    for row in rows:
+        for column in row:
+            columns.setdefault(column)
+    arrays, splits = {}, {}
+    for column in columns:
+        values = [row.get(column) for row in rows]
+        try:
+            arrays[column] = pa.array(values)
+        except (*ARROW_CAST_ERRORS, TypeError):
+            parts = _parts_by_type(values)
+            arrays[column], splits[column] = parts[0], parts[1:]
+    return pa.table(arrays), splits
+
+
+def _parts_by_type(values: list) -> list[pa.Array]:
+    """One array per Python type among ``values``, in order of first appearance."""
+    order: dict[Any, None] = {}
+    for value in values:
+        if value is not None:
+            order.setdefault(_value_kind(value))
+    parts = []
+    for kind in order:
+        chosen = [v if v is not None and _value_kind(v) == kind else None for v in values]
+        parts.append(_exact_array(chosen, kind))
+    return parts
+
+
+def _value_kind(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+        return "big"
+    return type(value)
+
+
+def _exact_array(values: list, kind: Any) -> pa.Array:
+    if kind == "big":
+        if all(v is None or len(str(abs(v))) <= 38 for v in values):
+            return pa.array([None if v is None else decimal.Decimal(v) for v in values], KIND_TYPES["decimal"])
+        return pa.array([None if v is None else str(v) for v in values], pa.string())
+    if kind in (dict, list):
+        return pa.array([None if v is None else json_text(v) for v in values], pa.string())
+    return pa.array(values)

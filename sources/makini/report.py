@@ -17,6 +17,22 @@ class SyncReport:
     records: Counter = field(default_factory=Counter)  # (connection, table) -> records yielded
     failures: list[MakiniError] = field(default_factory=list)
     unfinished: set = field(default_factory=set)  # (connection, table) walks to go on with
+    schema_changes: list = field(default_factory=list)  # column_kinds.SchemaChange, in the order seen
+    set_aside: list = field(default_factory=list)  # pending_packages.SetAside: packages that failed twice
+
+    def schema_changed(self, changes: list) -> None:
+        self.schema_changes.extend(changes)
+
+    def log_schema_changes(self) -> None:
+        """One WARNING line for the run's schema changes, if any."""
+        if not self.schema_changes:
+            return
+        shown = ", ".join(f"{c.table_name}.{c.column_name} ({c.change})" for c in self.schema_changes[:5])
+        more = len(self.schema_changes) - 5
+        logger.warning(
+            "schema changed: %d new column(s) or variant(s): %s%s; recorded in _makini_schema_changes",
+            len(self.schema_changes), shown, f" and {more} more" if more > 0 else "",
+        )
 
     def page(self, connection: str, table: str, records: int) -> None:
         self.pages[(connection, table)] += 1

@@ -2,7 +2,7 @@
 
 Field names differ between Makini deployments (v3 says ``key``/``updatedAt``/
 ``lineItems``, v4 says ``id``/``_updatedAt``/``_deletedAt``). Supporting such a
-deployment, or a new entity, is one row of ``ENTITIES``: the source reads the
+deployment, or a new entity, is one row of ``ENTITIES`` or of dlt config (``entity_config.py``): the source reads the
 API's field names from the row and writes the warehouse's canonical names
 (``id``, ``updated_at``, ``deleted_at``), so every table, the version fence and
 the webhook processor see one shape whatever the deployment calls its fields.
@@ -58,6 +58,8 @@ class Entity:
     # Warehouse types for fields whose JSON type alone is ambiguous
     # (an integer-looking quantity on one page, a fraction on the next).
     column_types: Mapping[str, str] = field(default_factory=dict)
+    # API field -> warehouse column, for a deployment that names fields its own way
+    renames: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def slug(self) -> str:
@@ -104,22 +106,3 @@ ENTITIES: dict[str, Entity] = {
         Entity(table="vendors", path=f"{API_PREFIX}/vendors", max_page_size=100),
     )
 }
-
-ENTITY_BY_SLUG: dict[str, Entity] = {e.slug: e for e in ENTITIES.values()}
-
-
-def resolve_entities(names: str | list[str] | None) -> list[Entity]:
-    """Entities named by table (``purchase_orders``) or path (``purchase-orders``)."""
-    if not names:
-        return list(ENTITIES.values())
-    if isinstance(names, str):
-        names = [n for n in names.split(",") if n.strip()]
-    chosen = []
-    for name in names:
-        name = name.strip()
-        entity = ENTITIES.get(name) or ENTITY_BY_SLUG.get(name)
-        if entity is None:
-            known = ", ".join(ENTITIES)
-            raise ValueError(f"unknown entity {name!r}: choose from {known}")
-        chosen.append(entity)
-    return chosen

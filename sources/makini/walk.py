@@ -22,12 +22,13 @@ import dlt
 import pyarrow as pa
 
 from .bookmark import Bookmark, Watermark
-from .client import ArrowPage, raise_for_makini_error
+from .client import raise_for_makini_error
 from .connections import Connection
 from .errors import InvalidCursor
 from .paginator import MakiniCursorPaginator
 from .prefetch import prefetched
 from .spool import Spool, SpooledPage
+from .column_kinds import SCHEMA_CHANGE_KEY, SCHEMA_CHANGES_TABLE, ColumnKinds
 from .records import PageConverter
 from .report import SyncReport
 from .settings import CONNECTION_COLUMN, ID_COLUMN, UPDATED_AT_COLUMN, Entity
@@ -57,7 +58,7 @@ class LoadBudget:
 
 # Key columns get a length so that databases which cannot index unbounded
 # text (MySQL/MariaDB primary keys) index them as VARCHAR.
-KEY_LENGTHS = {CONNECTION_COLUMN: 64, ID_COLUMN: 255, "entity": 64}
+KEY_LENGTHS = {CONNECTION_COLUMN: 64, ID_COLUMN: 255, "entity": 64, "table_name": 128, "column_name": 255}
 
 
 def key_columns(*names: str) -> dict[str, dict]:
@@ -106,12 +107,19 @@ class EntityWalk:
     def __post_init__(self) -> None:
         self.hints = entity_hints(self.entity)
         self.collector = _collector()
+        self.kinds = ColumnKinds()
 
-    def run(self, connection_id: str, connection: Connection, state: dict) -> Iterator[Any]:
-        """Yield this connection's changed records; ``state`` is its slot in dlt state."""
+    def learn_kinds(self, schema_tables: dict) -> None:
+        """Column kinds from the schema the destination holds (before the first walk)."""
+        self.kinds = ColumnKinds.from_schema(schema_tables, self.hints)
+
+    def run(self, connection_id: str, connection: Connection, state: dict,
+            entity: Optional[Entity] = None) -> Iterator[Any]:
+        """Yield this connection's changed records; ``state`` is its slot in dlt state.
+        ``entity``: the entity as this connection names its fields (default ``self.entity``)."""
         while True:
             try:
-                yield from self._walk(connection_id, connection, state)
+                yield from self._walk(connection_id, connection, state, entity or self.entity)
                 return
             except InvalidCursor:
                 walk = state.pop("walk", None)
@@ -125,8 +133,7 @@ class EntityWalk:
                     self.entity.table, connection_id, state.get("modified_after"),
                 )
 
-    def _walk(self, connection_id: str, connection: Connection, state: dict) -> Iterator[Any]:
-        entity = self.entity
+    def _walk(self, connection_id: str, connection: Connection, state: dict, entity: Entity) -> Iterator[Any]:
         if self.budget.exhausted:
             self.report.unfinished.add((connection_id, entity.table))
             return
@@ -143,7 +150,7 @@ class EntityWalk:
         if spool and not replay:
             spool.start(base)
         resume = replay[-1].cursor if replay else base["cursor"]
-        converter = PageConverter(entity, connection_id, documents=self.documents)
+        converter = PageConverter(entity, connection_id, documents=self.documents, kinds=self.kinds)
         progress = f"{entity.table} {connection_id}"
         batches = Batches(self.hints)
 
@@ -156,15 +163,16 @@ class EntityWalk:
             for page in connection.client.paginate(
                 entity.path, params=params, paginator=paginator, hooks={"response": [raise_for_makini_error]}
             ):
-                arrow = len(page) == 1 and isinstance(page[0], ArrowPage)
                 spooled = SpooledPage(
-                    page[0].records if arrow else list(page), paginator.cursor, paginator.total_count,
+                    page[0].records, paginator.cursor, paginator.total_count,
                     page.response.headers.get("Date"), page.response.headers.get("X-Request-Id"),
                 )
                 if spool is not None:
                     spool.append(spooled)
                 yield spooled
 
+        in_package: set = set()  # ids this stretch yielded: one version per key in a package
+        position = base["cursor"]  # the cursor that fetched the page in hand
         for page in prefetched(pages):
             next_cursor, total_count, request_id = page.cursor, page.total_count, page.request_id
             if watermark is None:
@@ -181,6 +189,22 @@ class EntityWalk:
                 ]
                 tables = converter.convert(fresh, request_id)
                 seen = len(page.records)
+            changes = self.kinds.take_changes()
+            if changes:
+                self.report.schema_changed(changes)
+                yield schema_change_rows(changes)
+            main = tables[entity.table]
+            ids = main[ID_COLUMN].to_pylist() if ID_COLUMN in main.column_names else []
+            if position is not None and not in_package.isdisjoint(ids):
+                # A record changed while the walk paged came round again: the package
+                # ends before this page, so the next one holds the newer version and no
+                # load ever sees one key twice (a MySQL merge fails on that).
+                yield from batches.flush()
+                state["walk"] = {"cursor": position, "backfill": from_scratch, **watermark.to_state()}
+                self.report.unfinished.add((connection_id, entity.table))
+                return
+            in_package.update(ids)
+            position = next_cursor
             watermark.observe(tables[entity.table])
             self.report.page(connection_id, entity.table, tables[entity.table].num_rows)
             if self.fence is not None:
@@ -198,6 +222,20 @@ class EntityWalk:
         state.pop("walk", None)
         if watermark is not None:
             state.update(watermark.next_bookmark().to_state())
+
+
+SCHEMA_CHANGE_HINTS = dlt.mark.make_hints(
+    table_name=SCHEMA_CHANGES_TABLE,
+    write_disposition="merge",
+    primary_key=list(SCHEMA_CHANGE_KEY),
+    columns=key_columns(*SCHEMA_CHANGE_KEY),
+)
+
+
+def schema_change_rows(changes: list) -> Any:
+    """The changes as rows of ``_makini_schema_changes`` (one per connection, table, column)."""
+    rows = pa.Table.from_pylist([c.row() for c in changes])
+    return dlt.mark.with_hints(rows, SCHEMA_CHANGE_HINTS, create_table_variant=True)
 
 
 def walk_base(saved: Optional[dict], modified_after: Optional[str], backfill: bool) -> dict:
@@ -244,6 +282,9 @@ class Batches:
     def add(self, name: str, table: pa.Table) -> Iterator[Any]:
         if not table.num_rows:
             return
+        pending = self._pending.get(name)
+        if pending and not _concatenable(pending[0].schema, table.schema):
+            yield self._take(name)  # documents keep values as sent: a field changed its type
         self._pending.setdefault(name, []).append(table)
         self._counts[name] = self._counts.get(name, 0) + table.num_rows
         if self._counts[name] >= self.rows:
@@ -258,6 +299,16 @@ class Batches:
         self._counts.pop(name, None)
         table = tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="permissive")
         return dlt.mark.with_hints(table, self.hints[name], create_table_variant=True)
+
+
+def _concatenable(first: pa.Schema, other: pa.Schema) -> bool:
+    if first == other:
+        return True
+    try:
+        pa.unify_schemas([first, other], promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return False
+    return True
 
 
 def server_time(value: Optional[str]) -> Optional[datetime]:
