@@ -10,17 +10,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-import dlt
 import pyarrow as pa
 
 from sources.makini.client import RetryPolicy
 from sources.makini.report import SyncReport
 from sources.makini.entity_config import load_registry
-from sources.makini.settings import Entity
 from sources.makini.spool import settle_spools
 from sources.makini.walk import committed_positions
 
-from .destination_session import after_load, count_rows
+from .destination_session import count_rows
 from .locking import dataset_lock
 from .package_loop import PackageLoop, resources_state
 from .profiles import Profile, make_pipeline

@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import random
-import re
 from dataclasses import dataclass
 from typing import Any, Optional, Union
 
@@ -39,6 +37,7 @@ from .errors import (
     RetriesExhausted,
     error_for_status,
 )
+from . import exact_json
 from .records import json_text
 from .settings import JSON_FIELDS
 
@@ -74,20 +73,14 @@ def response_body(response: requests.Response) -> Any:
     """The response's JSON, parsed with orjson, or with the standard library when it
     holds integers too long for orjson (which would round them to floats)."""
     try:
-        body = orjson.loads(response.content)
-        if LONG_INTEGER.search(response.content):
-            body = json.loads(response.content)
-    except (orjson.JSONDecodeError, ValueError) as exc:
+        body = exact_json.loads(response.content)
+    except ValueError as exc:
         raise MalformedResponse(
             f"response is not JSON ({exc})",
             request_id=response.headers.get("X-Request-Id"),
             status=response.status_code,
         ) from None
     return body
-
-
-# an integer token of 17 or more digits: beyond 2**53, so a double may not hold it
-LONG_INTEGER = re.compile(rb"[\[:,]\s*-?\d{17,}\s*[,}\]]")
 
 
 @dataclass(frozen=True)

@@ -10,13 +10,12 @@ are cast to it; a value that cannot be is rejected with the field named.
 from __future__ import annotations
 
 import decimal
-import json
 from typing import Any
 
-import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from . import exact_json
 from .column_kinds import ARROW_CAST_ERRORS, KIND_TYPES, TIMESTAMP, ColumnKinds, Origin
 from .errors import MalformedResponse
 from .settings import (
@@ -33,10 +32,7 @@ TIMESTAMP_COLUMNS = frozenset({"created_at", UPDATED_AT_COLUMN, DELETED_AT_COLUM
 
 
 def json_text(value: Any) -> str:
-    try:
-        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
-    except TypeError:  # an integer beyond 64 bits, which the standard library writes exactly
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return exact_json.dumps(value).decode()
 
 
 def _put(name: str, value: Any, out: dict) -> None:

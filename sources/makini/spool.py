@@ -30,6 +30,8 @@ import orjson
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
+from . import exact_json
+
 LOG_NAME = "spool.log"
 _FRAME = struct.Struct("<4sIQI")  # magic, header length, payload length, crc32 of header + payload
 _MAGIC = b"MKS1"
@@ -87,7 +89,7 @@ def _encode(page: SpooledPage) -> tuple[dict, bytes | memoryview]:
         with ipc.new_stream(sink, page.records.schema) as writer:
             writer.write_table(page.records)
         return {**header, "kind": "arrow"}, memoryview(sink.getvalue())
-    return {**header, "kind": "json"}, orjson.dumps(page.records)
+    return {**header, "kind": "json"}, exact_json.dumps(page.records)
 
 
 def _decode(header: dict, payload: memoryview) -> SpooledPage:
@@ -95,7 +97,7 @@ def _decode(header: dict, payload: memoryview) -> SpooledPage:
         # copied out of the file's buffer: the spool may be cleared while the table is in use
         records = ipc.open_stream(pa.py_buffer(bytes(payload))).read_all()
     else:
-        records = orjson.loads(payload)
+        records = exact_json.loads(payload)
     return SpooledPage(records, header["cursor"], header["total_count"], header["date"], header["request_id"])
 
 
