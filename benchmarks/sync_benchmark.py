@@ -1,12 +1,17 @@
 """Full and incremental sync: makini-sync versus dlt's generic rest_api source.
 
     python benchmarks/sync_benchmark.py --purchase-orders 100000
+    python benchmarks/sync_benchmark.py --purchase-orders 100000 --shapes default,nulls,drift --full-rounds 3
     python benchmarks/sync_benchmark.py --purchase-orders 500000 --skip-generic
 
 Both run against one sandbox (a separate process), each sync in a process of
 its own so peak RSS is measured per sync. rest_api is tuned as its docs advise
 (parquet, intermediate compression off). Prints records/s, their ratio, peak
-RSS, and the incremental run after 1% of records changed.
+RSS, and the incremental run after 1% of records changed. ``--shapes`` runs
+the whole comparison once per deployment shape (``makini_sandbox/shapes.py``:
+``nulls`` puts nulls and nested values in custom fields, ``drift`` changes
+types part way through the walk), and prints each makini-sync sync's share of
+pages per conversion path and any DuckDB out-of-memory retries.
 """
 
 from __future__ import annotations
@@ -39,12 +44,18 @@ def measure(mode: str, sandbox: Sandbox, workdir: Path, run_name: str = "") -> d
     )
     if run.returncode != 0:
         raise SystemExit(f"{mode} failed:\n{run.stderr[-3000:]}")
-    return orjson.loads(run.stdout.strip().splitlines()[-1])
+    figures = orjson.loads(run.stdout.strip().splitlines()[-1])
+    figures["oom_retries"] = run.stderr.lower().count("out of memory")
+    return figures
 
 
 def show(label: str, figures: dict) -> None:
+    paths = figures.get("paths") or {}
+    pages = sum(paths.values())
+    shares = ", ".join(f"{name} {n / pages:.0%}" for name, n in sorted(paths.items())) if pages else ""
     print(f"{label:<28} {figures['records']:>9} records {figures['seconds']:>8.2f} s "
-          f"{figures['records_per_s']:>9} rec/s  peak RSS {figures['peak_rss_mb']:>5} MB")
+          f"{figures['records_per_s']:>9} rec/s  peak RSS {figures['peak_rss_mb']:>5} MB"
+          f"  out-of-memory retries {figures['oom_retries']}" + (f"  pages: {shares}" if shares else ""))
 
 
 def main() -> None:
@@ -59,16 +70,25 @@ def main() -> None:
                         help="full syncs per contender, alternating, each into a fresh database (median compared)")
     parser.add_argument("--incremental-rounds", type=int, default=3,
                         help="incremental runs per sync, each after a fresh 1%% of changes (median compared)")
+    parser.add_argument("--shapes", default="default",
+                        help="comma-separated deployment shapes, one comparison each (default: default)")
     args = parser.parse_args()
+    for shape in args.shapes.split(","):
+        print(f"=== shape {shape}")
+        compare(args, shape)
+
+
+def compare(args: argparse.Namespace, shape: str) -> None:
     modes = ["makini"] if args.skip_generic else ["makini", "rest_api"]
     if args.checkpoint_cost:
         modes.append("makini_nockpt")
     sizes = {"purchase-orders": args.purchase_orders, "work-orders": 20_000, "assets": 10_000,
              "inventory-items": 20_000, "vendors": 2_000}
-    with tempfile.TemporaryDirectory() as tmp, Sandbox(seed=1, sizes=sizes, connections=1,
+    shapes = None if shape == "default" else [shape]  # default: the sandbox exactly as before shapes
+    with tempfile.TemporaryDirectory() as tmp, Sandbox(seed=1, sizes=sizes, connections=1, shapes=shapes,
                                                        rate_limit_per_minute=10**9) as sandbox:
         workdir = Path(tmp)
-        print(f"sandbox: {sizes}")
+        print(f"sandbox: {sizes}, shape {shape}")
         full = {mode: measure(mode, sandbox, workdir) for mode in modes}
         for mode in modes:
             show(f"full {mode}", full[mode])
@@ -100,7 +120,7 @@ def main() -> None:
                   f"off {', '.join(f'{v:.2f}' for v in seconds['makini_nockpt'])})")
         if "rest_api" in full:
             basis = f"medians of {args.full_rounds} runs each" if args.full_rounds > 1 else "one run each"
-            print(f"full speed ratio makini/rest_api: "
+            print(f"[{shape}] full speed ratio makini/rest_api: "
                   f"{full['makini']['records_per_s'] / full['rest_api']['records_per_s']:.2f}x ({basis})")
         connection = sandbox.connections[0]["id"]
         # an incremental run lasts about 2 s, most of it process start and fixed

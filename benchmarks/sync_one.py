@@ -21,6 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 ENTITY_PATHS = ["purchase-orders", "work-orders", "assets", "inventory-items", "vendors"]
 
 
+PATHS: dict = {}  # pages by conversion path, makini-sync only
+
+
 def run_makini(args) -> int:
     from makini_sync.profiles import load_profile
     from makini_sync.sync import run_sync
@@ -31,6 +34,7 @@ def run_makini(args) -> int:
                       checkpoints=not args.no_checkpoints)
     if not result.ok:
         raise SystemExit(f"sync failed: {result.report.failures}")
+    PATHS.update(result.report.paths)
     return sum(result.report.records.values())
 
 
@@ -83,7 +87,7 @@ def main() -> None:
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(orjson.dumps({"mode": args.mode, "records": records, "seconds": round(seconds, 2),
                         "records_per_s": round(records / seconds) if seconds else 0,
-                        "peak_rss_mb": round(peak_mb)}).decode())
+                        "peak_rss_mb": round(peak_mb), "paths": PATHS}).decode())
 
 
 if __name__ == "__main__":

@@ -19,9 +19,10 @@ import dlt
 import pyarrow as pa
 
 from sources.makini.bookmark import parse_iso
+from sources.makini.column_kinds import ColumnKinds
 from sources.makini.records import PageConverter
 from sources.makini.settings import CONNECTION_COLUMN, ID_COLUMN, UPDATED_AT_COLUMN, Entity
-from sources.makini.walk import MERGE, entity_hints, key_columns
+from sources.makini.walk import schema_change_rows, MERGE, entity_hints, key_columns
 
 from .destination_session import after_load, destination_session
 from .fence import TOMBSTONES, fenced_table_names
@@ -93,15 +94,17 @@ def newest_per_key(deltas: Iterable[Delta]) -> list[Delta]:
     return list(newest.values())
 
 
-def delta_tables(deltas: list[Delta], documents: bool) -> Iterator[tuple[Entity, dict[str, pa.Table]]]:
-    """Arrow tables per entity, converted exactly as the sync converts pages."""
+def delta_tables(deltas: list[Delta], documents: bool,
+                 kinds: Optional[ColumnKinds] = None) -> Iterator[tuple[Entity, dict[str, pa.Table]]]:
+    """Arrow tables per entity, converted exactly as the sync converts pages
+    (``kinds``: the column types the tables hold)."""
     upserts: dict[tuple[str, str], list[Upsert]] = defaultdict(list)
     for delta in deltas:
         if isinstance(delta, Upsert):
             upserts[(delta.connection_id, delta.entity.table)].append(delta)
     for (connection_id, _), group in upserts.items():
         entity = group[0].entity
-        converter = PageConverter(entity, connection_id, documents=documents)
+        converter = PageConverter(entity, connection_id, documents=documents, kinds=kinds)
         yield entity, converter.convert([dict(d.record) for d in group])
 
 
@@ -159,16 +162,22 @@ def load_deltas(
         with destination_session(pipeline, profile, fenced_table_names(entities), first=True) as session:
             fenced = session.existing
             fence = session.fence(fenced)
+            tables = fenced_table_names(entities)
+            schema = pipeline.default_schema.tables if pipeline.default_schema_name else {}
+            kinds = ColumnKinds.from_schema(schema, tables, session.column_kinds(tables))
 
             @dlt.resource(name="deltas")
             def changes() -> Iterator[Any]:
-                for entity, tables in delta_tables(batch, profile.documents):
+                for entity, tables in delta_tables(batch, profile.documents, kinds):
                     if fence is not None:
                         tables = fence(entity, tables)
                     hints = entity_hints(entity)
                     for name, table in tables.items():
                         if table.num_rows:
                             yield dlt.mark.with_hints(table, hints[name], create_table_variant=True)
+                changed = kinds.take_changes()
+                if changed:
+                    yield schema_change_rows(changed)  # recorded as the sync records them
                 if deletes:
                     yield dlt.mark.with_hints(tombstone_table(deletes), TOMBSTONE_HINTS, create_table_variant=True)
                 if events:

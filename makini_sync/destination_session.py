@@ -51,6 +51,18 @@ class DestinationSession:
             return {}
         return row_counts(self.job_client.sql_client, [t for t in tables if t in self.existing])
 
+    def column_kinds(self, tables: Iterable[str]) -> dict[str, dict[str, str]]:
+        """table -> column -> dlt data type, as the destination holds them (another
+        pipeline, the sync or the webhook processor, may have created columns this
+        one's schema does not know)."""
+        present = [t for t in tables if t in self.existing]
+        if self.job_client is None or not present:
+            return {}
+        return {
+            table: {name.lower(): column["data_type"] for name, column in columns.items() if column.get("data_type")}
+            for table, columns in self.job_client.get_storage_tables(present) if columns
+        }
+
     def fence(self, tables: set[str]) -> Optional[Callable]:
         if self.job_client is None or not tables:
             return None  # nothing stored before, or the destination fences itself (MongoDB)

@@ -62,6 +62,7 @@ class PackageLoop:
         self.after: dict[str, int] = {}
         self.existing: set[str] = set()  # tables at the destination before the run
         self.fenced: set[str] = set()  # tables the version fence reads
+        self.stored_kinds: dict = {}  # column types at the destination before the run
 
     def run(self) -> None:
         only: Optional[set] = None
@@ -98,7 +99,9 @@ class PackageLoop:
                 self.existing = session.existing
                 self.before = {} if self.full_refresh else session.counts(self.tables)
                 self.fenced = set() if self.full_refresh else self.existing
-            source = makini_source(**self.source_args, fence=session.fence(self.fenced), only=only)
+                self.stored_kinds = {} if self.full_refresh else session.column_kinds(self.tables)
+            source = makini_source(**self.source_args, fence=session.fence(self.fenced), only=only,
+                                   stored_kinds=self.stored_kinds)
             self.pipeline.extract(source, refresh=refresh, loader_file_format=self.profile.loader_file_format)
 
     def _tidy(self, schema_ahead: bool = False) -> dict[str, int]:

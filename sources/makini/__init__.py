@@ -41,6 +41,7 @@ def makini_source(
     backfill: bool = False,
     spool_root: Optional[str] = None,
     registry: Optional[EntityRegistry] = None,
+    stored_kinds: Optional[dict] = None,
 ) -> list[DltResource]:
     """Makini entities for the connections whose tokens ``api_token`` holds.
 
@@ -56,6 +57,8 @@ def makini_source(
     ``spool_root`` turns on page checkpoints there (``spool.py``).
     ``registry``: the entities and each connection's field names (default: the
     built-in entities with dlt config's over them, ``entity_config.py``).
+    ``stored_kinds``: table -> column -> type at the destination, for columns
+    the pipeline's schema lacks (``column_kinds.py``).
     """
     registry = registry if registry is not None else load_registry()
     report = report if report is not None else SyncReport()
@@ -63,19 +66,20 @@ def makini_source(
     budget = LoadBudget(max_rows_per_load)
     return [
         entity_resource(EntityWalk(e, report, budget, fence, documents, backfill, Path(spool_root) if spool_root else None),
-                        connections, registry, only)
+                        connections, registry, only, stored_kinds)
         for e in registry.resolve(entities)
     ]
 
 
 def entity_resource(
-    walker: EntityWalk, connections: list[Connection], registry: EntityRegistry, only: Optional[set] = None
+    walker: EntityWalk, connections: list[Connection], registry: EntityRegistry, only: Optional[set] = None,
+    stored_kinds: Optional[dict] = None,
 ) -> DltResource:
     entity, report = walker.entity, walker.report
 
     def read_entity() -> Iterator[Any]:
         bookmarks = dlt.current.resource_state().setdefault("bookmarks", {})
-        walker.learn_kinds(dlt.current.source_schema().tables)
+        walker.learn_kinds(dlt.current.source_schema().tables, stored_kinds)
         for connection in connections:
             try:
                 connection_id = connection.identify()

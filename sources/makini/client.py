@@ -91,6 +91,7 @@ class Page:
     records: Union[pa.Table, list]
     next_cursor: Any
     total_count: Any
+    path: str = "orjson"  # how it was parsed: "arrow", "arrow+orjson" (JSON fields from orjson), "orjson"
 
     @property
     def arrow(self) -> bool:
@@ -221,7 +222,7 @@ def _arrow_page(response: requests.Response, table: pa.Table) -> Optional[Page]:
     unfaithful = [n for n in JSON_FIELDS & set(records.column_names) if not _prints_back(records[n].combine_chunks())]
     if unfaithful:
         records = _as_sent(records, unfaithful, response)
-    return Page(records, cursor, total)
+    return Page(records, cursor, total, "arrow+orjson" if unfaithful else "arrow")
 
 
 def _as_sent(records: pa.Table, names: list[str], response: requests.Response) -> pa.Table:

@@ -103,15 +103,17 @@ class ColumnKinds:
     version: int = 0  # bumped on every kind learned (conversion plans are kept per version)
 
     @classmethod
-    def from_schema(cls, schema_tables: Mapping[str, Mapping], tables: Iterable[str]) -> "ColumnKinds":
-        """Seeded from a dlt schema's tables (``schema.tables``): what the destination holds."""
+    def from_schema(cls, schema_tables: Mapping[str, Mapping], tables: Iterable[str],
+                    stored: Optional[Mapping[str, Mapping[str, str]]] = None) -> "ColumnKinds":
+        """Seeded from a dlt schema's tables (``schema.tables``), then from ``stored``
+        (table -> column -> type, asked of the destination) for columns the schema
+        lacks: another pipeline sharing the tables may have made them."""
         kinds = {}
         for table in tables:
             columns = (schema_tables.get(table) or {}).get("columns") or {}
-            kinds[table] = {
-                name: column["data_type"] for name, column in columns.items()
-                if column.get("data_type") and not name.startswith("_dlt")
-            }
+            own = {name: column["data_type"] for name, column in columns.items() if column.get("data_type")}
+            merged = {**(stored or {}).get(table, {}), **own}
+            kinds[table] = {name: kind for name, kind in merged.items() if not name.startswith("_dlt")}
         return cls(kinds)
 
     def kind(self, table: str, column: str) -> Optional[str]:

@@ -53,7 +53,7 @@ def _flat_row(record: dict, skip: frozenset[str]) -> dict:
         if key in skip:
             continue
         if key in JSON_FIELDS:
-            row[key] = None if value is None else json_text(value)
+            row[key] = value if value is None or isinstance(value, str) else json_text(value)  # _validate made it text
         else:
             _put(key, value, row)
     return row
@@ -68,6 +68,7 @@ class PageConverter:
         self.documents = documents  # keep children and nested objects inside the record
         self.connection_id = connection_id
         self.kinds = kinds if kinds is not None else ColumnKinds()
+        self.stayed_columnar = True
         self._plans: dict[tuple, pa.Schema] = {}
         self._renames = {
             **entity.renames,
@@ -89,10 +90,12 @@ class PageConverter:
         """
         self._validate(records, request_id)
         splits: dict[str, dict[str, list[pa.Array]]] = {}
+        self.stayed_columnar = True  # for the report: whether the page avoided the row-by-row path
         try:
             tables = self._convert_columnar(records)
         except (*ARROW_CAST_ERRORS, TypeError):
             tables, splits = self._convert_rows(records, request_id)
+            self.stayed_columnar = False
         return {
             name: self._final_types(name, table, request_id, splits.get(name))
             for name, table in tables.items()
@@ -117,7 +120,8 @@ class PageConverter:
         """A page Arrow's JSON reader parsed (``client.arrow_page``); a page it cannot
         vouch for takes the checked path through ``convert``."""
         if not self._arrow_usable(table):
-            return self.convert(table.to_pylist(), request_id)
+            return self._convert_listed(table, request_id)
+        self.stayed_columnar = True
         for field_name in JSON_FIELDS & set(table.column_names):
             column = table[field_name]
             if not pa.types.is_string(column.type):
@@ -125,11 +129,16 @@ class PageConverter:
         try:
             tables = self._from_arrow(table)
         except (*ARROW_CAST_ERRORS, TypeError):
-            return self.convert(table.to_pylist(), request_id)
+            return self._convert_listed(table, request_id)
         return {
             name: self._final_types(name, t, request_id)
             for name, t in tables.items()
         }
+
+    def _convert_listed(self, table: pa.Table, request_id: str | None) -> dict[str, pa.Table]:
+        tables = self.convert(table.to_pylist(), request_id)
+        self.stayed_columnar = False
+        return tables
 
     def _arrow_usable(self, table: pa.Table) -> bool:
         names = table.column_names

@@ -17,6 +17,7 @@ class SyncReport:
     records: Counter = field(default_factory=Counter)  # (connection, table) -> records yielded
     failures: list[MakiniError] = field(default_factory=list)
     unfinished: set = field(default_factory=set)  # (connection, table) walks to go on with
+    paths: Counter = field(default_factory=Counter)  # pages by conversion path (client.Page.path, or "rows")
     schema_changes: list = field(default_factory=list)  # column_kinds.SchemaChange, in the order seen
     set_aside: list = field(default_factory=list)  # pending_packages.SetAside: packages that failed twice
 

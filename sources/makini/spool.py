@@ -44,6 +44,7 @@ class SpooledPage:
     total_count: Optional[int]
     date: Optional[str]  # the response's Date header (the walk's bookmark cap)
     request_id: Optional[str]
+    path: str = "spool"  # how the page was parsed (client.Page.path); "spool" when replayed
 
 
 def _fsync_dir(path: Path) -> None:

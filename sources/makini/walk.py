@@ -109,9 +109,9 @@ class EntityWalk:
         self.collector = _collector()
         self.kinds = ColumnKinds()
 
-    def learn_kinds(self, schema_tables: dict) -> None:
-        """Column kinds from the schema the destination holds (before the first walk)."""
-        self.kinds = ColumnKinds.from_schema(schema_tables, self.hints)
+    def learn_kinds(self, schema_tables: dict, stored: Optional[dict] = None) -> None:
+        """Column kinds from the pipeline's schema and the destination (before the first walk)."""
+        self.kinds = ColumnKinds.from_schema(schema_tables, self.hints, stored)
 
     def run(self, connection_id: str, connection: Connection, state: dict,
             entity: Optional[Entity] = None) -> Iterator[Any]:
@@ -165,7 +165,7 @@ class EntityWalk:
             ):
                 spooled = SpooledPage(
                     page[0].records, paginator.cursor, paginator.total_count,
-                    page.response.headers.get("Date"), page.response.headers.get("X-Request-Id"),
+                    page.response.headers.get("Date"), page.response.headers.get("X-Request-Id"), page[0].path,
                 )
                 if spool is not None:
                     spool.append(spooled)
@@ -189,6 +189,7 @@ class EntityWalk:
                 ]
                 tables = converter.convert(fresh, request_id)
                 seen = len(page.records)
+            self.report.paths[page.path if converter.stayed_columnar else "rows"] += 1
             changes = self.kinds.take_changes()
             if changes:
                 self.report.schema_changed(changes)
