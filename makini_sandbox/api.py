@@ -16,7 +16,7 @@ import orjson
 
 from .clock import fmt_ms, parse_iso_ms
 from .cursor import CursorError, CursorState
-from .entities import DEFAULT_LIMIT, ENTITY_SPECS
+from .entities import ALL_ENTITY_SPECS, DEFAULT_LIMIT
 from .state import Connection, SandboxState
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ def bearer_token(authorization: str | None) -> str | None:
 def route_key(path: str) -> str:
     """What the request counter files a request under: the entity or endpoint name."""
     rest = path[len(PREFIX):].strip("/") if path.startswith(PREFIX) else path
-    return rest if rest in ENTITY_SPECS or rest in ("connection", "sync-status") else path
+    return rest if rest in ALL_ENTITY_SPECS or rest in ("connection", "sync-status") else path
 
 
 def handle(state: SandboxState, path: str, query: str, authorization: str | None,
@@ -86,7 +86,7 @@ def _handle(state: SandboxState, conn: Connection | None, path: str, query: str,
         return Response(200, body, rl_headers)
     if rest == "sync-status":
         return Response(200, orjson.dumps(_sync_status(conn)), rl_headers)
-    if rest not in ENTITY_SPECS:
+    if rest not in conn.stores:  # a custom entity is served only by connections whose shape has it
         return error(404, "NOT_FOUND", f"no such endpoint: {path}", request_id, rl_headers)
     if conn.status == "reauthorization_required":
         return error(401, "REAUTHORIZATION_REQUIRED",
@@ -123,7 +123,7 @@ def _list(state: SandboxState, conn: Connection, entity: str, query: str, now: i
     walk (query values for them are ignored), so a client that resends its
     first-page parameters alongside the cursor gets a consistent walk."""
     params = parse_qs(query, keep_blank_values=True)
-    spec = ENTITY_SPECS[entity]
+    spec = ALL_ENTITY_SPECS[entity]
     cursor = params.get("cursor", [None])[0]
     if cursor is not None:
         try:

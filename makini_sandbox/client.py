@@ -47,6 +47,19 @@ class SandboxControl:
             "connection_id": connection_id, "entity": entity, "update": update, "insert": insert,
             "soft_delete": soft_delete, "hard_delete": hard_delete, "ids": ids, "seed": seed})
 
+    def records(self, connection_id: str, entity: str) -> list[dict]:
+        """The records of one connection and entity exactly as the list endpoint serves them
+        now, in list order (updated_at, id); parsed without loss (huge integers stay exact)."""
+        return self._call("GET", "records", params={"connection_id": connection_id, "entity": entity})["records"]
+
+    def put_records(self, connection_id: str, entity: str, records: list[dict], *, replace: bool = False) -> dict:
+        """Serve `records` exactly as given (in the connection's field names: `key`/`updatedAt`
+        on a v3 connection), replacing records with the same id; `replace=True` first removes
+        every other record of that connection and entity. Returns {"created", "replaced",
+        "removed" (ids), "count"}. Any JSON value is kept exactly (huge integers, any Unicode)."""
+        return self._call("POST", "records", json={"connection_id": connection_id, "entity": entity,
+                                                   "records": records, "replace": replace})
+
     def truth(self, connection_id: str, entity: str, detail: bool = False) -> dict:
         return self._call("GET", "truth", params={"connection_id": connection_id, "entity": entity,
                                                   "detail": int(detail)})

@@ -20,6 +20,12 @@ the same envelope as the public API.
 | GET | /_sandbox/webhooks | (delivery stats) |
 | POST | /_sandbox/webhooks/flush | timeout (seconds; blocks until nothing is pending) |
 | POST | /_sandbox/events | connection_id, type, data (emits one event) |
+| GET | /_sandbox/records | ?connection_id=&entity= -> {"records": [...exactly as served, list order], "count"} |
+| POST | /_sandbox/records | connection_id, entity, records (list of records as served), replace |
+
+`POST /_sandbox/records` bodies are parsed without loss (integers beyond 64
+bits stay exact) and each record is served exactly as given, in the
+connection's field names (a v3 connection's records carry `key`, `updatedAt`).
 """
 from __future__ import annotations
 
@@ -31,6 +37,7 @@ from .api import Response, error
 from .clock import fmt_ms
 from .faults import FaultSettings
 from .state import ControlError, SandboxState
+from .store import loads_exact
 from .webhooks import WebhookSettings
 
 PREFIX = "/_sandbox/"
@@ -38,16 +45,18 @@ PREFIX = "/_sandbox/"
 
 def handle(state: SandboxState, method: str, path: str, query: str, body: bytes, request_id: str) -> Response:
     try:
-        args = orjson.loads(body) if body else {}
+        what = path[len(PREFIX):].strip("/")
+        # injected records must keep every value exactly (orjson makes huge integers floats)
+        args = (loads_exact(body) if what == "records" else orjson.loads(body)) if body else {}
         if not isinstance(args, dict):
             raise ControlError("INVALID_PARAMETER", "the request body must be a JSON object")
         params = {k: v[-1] for k, v in parse_qs(query).items()}
-        result = _dispatch(state, method, path[len(PREFIX):].strip("/"), params, args)
+        result = _dispatch(state, method, what, params, args)
     except ControlError as exc:
         return error(404 if exc.code == "NOT_FOUND" else 400, exc.code, str(exc), request_id)
     except (orjson.JSONDecodeError, TypeError, ValueError, KeyError) as exc:
         return error(400, "INVALID_PARAMETER", f"bad control request: {exc!r}", request_id)
-    return Response(200, orjson.dumps(result), [])
+    return Response(200, result if isinstance(result, bytes) else orjson.dumps(result), [])
 
 
 def _flag(value) -> bool:
@@ -90,6 +99,12 @@ def _dispatch(state: SandboxState, method: str, what: str, params: dict, args: d
         return state.webhooks.flush(float(args.get("timeout", 30.0)))
     if (method, what) == ("POST", "events"):
         return state.emit_event(args["connection_id"], args["type"], args.get("data"))
+    if (method, what) == ("GET", "records"):
+        raws = state.records(params["connection_id"], params["entity"])
+        return b'{"records":[' + b",".join(raws) + b'],"count":%d}' % len(raws)
+    if (method, what) == ("POST", "records"):
+        return state.put_records(args["connection_id"], args["entity"], args["records"],
+                                 replace=bool(args.get("replace", False)))
     if (method, what) == ("POST", "reset"):
         state.reset_data()
         return state.info()

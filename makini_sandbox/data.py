@@ -15,7 +15,7 @@ import random
 from typing import Any, Iterator
 
 from .clock import DAY_MS, fmt_date, fmt_ms
-from .entities import ENTITY_SPECS
+from .entities import ALL_ENTITY_SPECS
 
 SYSTEMS = ("SAP", "Maximo", "NetSuite", "Dynamics 365", "Oracle EBS", "IFS")
 PO_STATUSES = ("draft", "approved", "sent", "partially_received", "received", "cancelled")
@@ -92,10 +92,11 @@ class ConnectionData:
     def __init__(self, seed: int, index: int, sizes: dict[str, int], anchor_ms: int) -> None:
         self.index = index
         self.anchor_ms = anchor_ms
-        self._rngs = {e: random.Random(derive_seed(seed, index, e)) for e in ENTITY_SPECS}
+        # One stream per entity (custom ones included): adding an entity never changes another's records.
+        self._rngs = {e: random.Random(derive_seed(seed, index, e)) for e in ALL_ENTITY_SPECS}
         self._custom = _CUSTOM_FIELDS[index % len(_CUSTOM_FIELDS)]
-        self._seq = {e: 0 for e in ENTITY_SPECS}
-        self._used_ids: dict[str, set[str]] = {e: set() for e in ENTITY_SPECS}
+        self._seq = {e: 0 for e in ALL_ENTITY_SPECS}
+        self._used_ids: dict[str, set[str]] = {e: set() for e in ALL_ENTITY_SPECS}
         ref = random.Random(derive_seed(seed, index, "refs"))
         self.vendor_ids = [self._new_id("vendors", ref) for _ in range(sizes["vendors"])]
         self.asset_ids = [self._new_id("assets", ref) for _ in range(sizes["assets"])]
@@ -110,7 +111,7 @@ class ConnectionData:
 
     # -- ids and timestamps ------------------------------------------------------
     def _new_id(self, entity: str, rng: random.Random) -> str:
-        prefix, used = ENTITY_SPECS[entity].id_prefix, self._used_ids[entity]
+        prefix, used = ALL_ENTITY_SPECS[entity].id_prefix, self._used_ids[entity]
         while True:
             rid = f"{prefix}_{rng.getrandbits(48):012x}"
             if rid not in used:
@@ -240,6 +241,21 @@ class ConnectionData:
             "payment_terms": PAYMENT_TERMS[int(r() * len(PAYMENT_TERMS))],
         }
 
+    def _plan(self, rng: random.Random, seq: int, created_ms: int) -> dict:
+        """A maintenance plan (the custom entity of makini_sandbox/shapes.py): a nested task list."""
+        r = rng.random
+        kind = _ASSET_KINDS[int(r() * len(_ASSET_KINDS))]
+        tasks = [{"task_number": (i + 1) * 10, "description": _WO_TASKS[int(r() * len(_WO_TASKS))],
+                  "duration_minutes": 15 * (1 + int(r() * 16)), "requires_shutdown": r() < 0.3}
+                 for i in range(1 + int(r() * 5))]
+        return {
+            "plan_number": f"MP-{1000 + seq}", "name": f"{kind} preventive plan {seq + 1}",
+            "asset_id": self.asset_ids[int(r() * len(self.asset_ids))] if self.asset_ids else None,
+            "frequency": {"interval": 1 + int(r() * 12), "unit": ("day", "week", "month")[int(r() * 3)]},
+            "next_due_date": fmt_date(created_ms + (1 + int(r() * 90)) * DAY_MS),
+            "active": r() < 0.85, "estimated_hours": round(0.5 + r() * 40, 1), "tasks": tasks,
+        }
+
     # -- updates ------------------------------------------------------------------
     def update(self, entity: str, rec: dict, rng: random.Random, now_ms: int) -> None:
         """Change some business fields of `rec` in place (timestamps are the store's job)."""
@@ -274,6 +290,11 @@ class ConnectionData:
             rec["quantity_on_hand"] = 0 if r() < 0.1 else 1 + int(r() * 2000)
         elif entity == "vendors":
             rec["payment_terms"] = PAYMENT_TERMS[int(r() * len(PAYMENT_TERMS))]
+        elif entity == "maintenance-plans":
+            rec["active"] = r() < 0.85
+            rec["next_due_date"] = fmt_date(now_ms + (1 + int(r() * 90)) * DAY_MS)
+            task = rec["tasks"][int(r() * len(rec["tasks"]))]
+            task["duration_minutes"] = 15 * (1 + int(r() * 16))
         rec["custom_fields"] = self._custom(r)
 
 
@@ -289,5 +310,5 @@ def _total(lines: list[dict]) -> str:
 _MAKERS = {
     "purchase-orders": ConnectionData._po, "work-orders": ConnectionData._wo,
     "assets": ConnectionData._asset, "inventory-items": ConnectionData._inventory,
-    "vendors": ConnectionData._vendor,
+    "vendors": ConnectionData._vendor, "maintenance-plans": ConnectionData._plan,
 }

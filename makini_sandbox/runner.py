@@ -5,6 +5,12 @@ Both modes serve real HTTP on loopback. The subprocess mode (the default) runs
 prints when ready; it keeps the server's CPU work (and GIL) away from the
 process under test, which matters for benchmarks. The in-process mode runs the
 server on a daemon thread; it starts faster and suits small test fixtures.
+
+`shapes` (makini_sandbox/shapes.py) picks each connection's deployment shape:
+one spec per connection, or one for all; None keeps every connection default
+(exactly the sandbox as it always was). In subprocess mode a sandbox with
+shapes or custom-entity sizes runs `python -m makini_sandbox` (this package's
+own entry point, which takes `--shapes`); otherwise `pipelines.sandbox` as before.
 """
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ import orjson
 
 from .client import SandboxControl
 from .entities import ENTITIES, resolve_sizes
+from .shapes import resolve_shapes
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +38,13 @@ class Sandbox:
 
     def __init__(self, seed: int = 7, sizes: dict[str, int] | None = None, connections: int = 2,
                  in_process: bool = False, rate_limit_per_minute: int = 10_000,
-                 host: str = "127.0.0.1", port: int = 0, startup_timeout: float = 180.0) -> None:
+                 host: str = "127.0.0.1", port: int = 0, startup_timeout: float = 180.0,
+                 shapes: str | list[str] | None = None) -> None:
         self.seed = seed
         self.sizes = resolve_sizes(sizes)
         self.n_connections = connections
+        resolve_shapes(shapes, connections)  # fail here, not in the server, on a bad spec
+        self.shapes = shapes
         self.in_process = in_process
         self.rate_limit_per_minute = rate_limit_per_minute
         self.host, self.port = host, port
@@ -69,7 +79,8 @@ class Sandbox:
         from .server import SandboxHTTPServer
         from .state import SandboxState
 
-        state = SandboxState(self.seed, self.sizes, self.n_connections, self.rate_limit_per_minute)
+        state = SandboxState(self.seed, self.sizes, self.n_connections, self.rate_limit_per_minute,
+                             shapes=self.shapes)
         self._server = SandboxHTTPServer(state, self.host, self.port)
         self._thread = threading.Thread(target=self._server.serve_forever, name="makini-sandbox", daemon=True)
         self._thread.start()
@@ -77,11 +88,15 @@ class Sandbox:
         self.connections = [c.public() for c in state.connections]
 
     def _start_subprocess(self) -> None:
-        cmd = [sys.executable, "-m", "pipelines.sandbox", "--host", self.host, "--port", str(self.port),
+        shaped = self.shapes is not None or set(self.sizes) != set(ENTITIES)
+        cmd = [sys.executable, "-m", "makini_sandbox" if shaped else "pipelines.sandbox",
+               "--host", self.host, "--port", str(self.port),
                "--seed", str(self.seed), "--connections", str(self.n_connections),
                "--rate-limit", str(self.rate_limit_per_minute)]
-        for entity in ENTITIES:
+        for entity in self.sizes:
             cmd += [f"--{entity}", str(self.sizes[entity])]
+        if self.shapes is not None:
+            cmd += ["--shapes", orjson.dumps(self.shapes).decode()]
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_PROJECT_ROOT), env.get("PYTHONPATH")]))
         self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, cwd=_PROJECT_ROOT, env=env)

@@ -19,8 +19,9 @@ import orjson
 from .clock import DAY_MS, SandboxClock, fmt_ms
 from .cursor import CursorCodec
 from .data import SYSTEMS, ConnectionData, derive_seed
-from .entities import ENTITIES, resolve_sizes
+from .entities import ENTITIES, entity_size, resolve_sizes
 from .faults import FaultInjector, RateLimiter
+from .shapes import Shape, ShapeRenderer, parse_shape, resolve_shapes
 from .store import EntityStore
 from .webhooks import EVENT_TYPES, WebhookDispatcher
 
@@ -49,9 +50,14 @@ class Connection:
     total_count: bool = True
     last_change_ms: int = 0
     mutation_rngs: dict[str, random.Random] = field(default_factory=dict)
+    shape: Shape = field(default_factory=lambda: parse_shape("default"))
 
     def public(self) -> dict:
-        return {"id": self.id, "token": self.token, "system": self.system}
+        out = {"id": self.id, "token": self.token, "system": self.system}
+        if not self.shape.is_default:  # the default connection's description is unchanged
+            out["shape"] = self.shape.name
+            out["entities"] = list(self.stores)
+        return out
 
 
 class RequestCounter:
@@ -90,12 +96,13 @@ class RequestCounter:
 
 class SandboxState:
     def __init__(self, seed: int = 7, sizes: dict[str, int] | None = None, connections: int = 2,
-                 rate_limit_per_minute: int = 10_000) -> None:
+                 rate_limit_per_minute: int = 10_000, shapes: str | list[str] | None = None) -> None:
         if connections < 1:
             raise ValueError("connections must be >= 1")
         self.seed = seed
         self.sizes = resolve_sizes(sizes)
         self.n_connections = connections
+        self.shapes = resolve_shapes(shapes, connections)
         self.clock = SandboxClock()
         self.started_ms = self.clock.now_ms()
         # Initial data is anchored to the start day, so a rerun the same day is identical.
@@ -127,21 +134,29 @@ class SandboxState:
     def _build_connection(self, i: int) -> Connection:
         h = hashlib.sha256(f"makini-sandbox:{self.seed}:{i}".encode()).hexdigest()
         data = ConnectionData(self.seed, i, self.sizes, self.anchor_ms)
+        shape = self.shapes[i]
+        render = ShapeRenderer(shape, self.seed, i, self.anchor_ms) if shape.renders else None
+        entities = ENTITIES + shape.custom_entities
         # Build referenced entities first only for readability; generation is order-independent.
-        stores = {e: EntityStore(e, data.initial(e, self.sizes[e])) for e in ENTITIES}
+        stores = {e: EntityStore(e, data.initial(e, entity_size(self.sizes, e)), names=shape.names, render=render)
+                  for e in entities}
         return Connection(
             index=i, id=f"conn_{h[:8]}", token=f"mk_live_{h[8:40]}",
             system=SYSTEMS[i % len(SYSTEMS)], data=data, stores=stores,
             # The last of three or more connections models a system that cannot count.
             total_count=not (self.n_connections >= 3 and i == self.n_connections - 1),
             last_change_ms=self.anchor_ms,
-            mutation_rngs={e: random.Random(derive_seed(self.seed, i, e, "mutations")) for e in ENTITIES},
+            mutation_rngs={e: random.Random(derive_seed(self.seed, i, e, "mutations")) for e in entities},
+            shape=shape,
         )
 
     def info(self) -> dict:
-        return {"seed": self.seed, "sizes": self.sizes,
-                "connections": [c.public() for c in self.connections],
-                "now": fmt_ms(self.clock.now_ms())}
+        out = {"seed": self.seed, "sizes": self.sizes,
+               "connections": [c.public() for c in self.connections],
+               "now": fmt_ms(self.clock.now_ms())}
+        if any(not s.is_default for s in self.shapes):
+            out["shapes"] = [s.name for s in self.shapes]
+        return out
 
     # -- lookups ------------------------------------------------------------------
     def connection(self, connection_id: str) -> Connection:
@@ -153,7 +168,8 @@ class SandboxState:
     def store(self, connection_id: str, entity: str) -> EntityStore:
         conn = self.connection(connection_id)
         if entity not in conn.stores:
-            raise ControlError("NOT_FOUND", f"unknown entity {entity!r}; known: {list(ENTITIES)}")
+            raise ControlError("NOT_FOUND", f"unknown entity {entity!r} for connection {connection_id}; "
+                                            f"known: {list(conn.stores)}")
         return conn.stores[entity]
 
     # -- control operations -------------------------------------------------------
@@ -168,6 +184,11 @@ class SandboxState:
 
         Each change queues its webhook (when configured) in that same order,
         under the store lock, carrying the record exactly as stored and listed.
+
+        A shaped connection's records change in canonical form and are served
+        re-rendered, so they keep the shape. A record put through `put_records`
+        has no canonical form: an update only moves its updated-at field (and a
+        soft delete sets its deleted-at field), under the deployment's names.
         """
         conn = self.connection(connection_id)
         store = self.store(connection_id, entity)
@@ -196,19 +217,30 @@ class SandboxState:
                 pos += n
             events: list[tuple[str, dict]] = []
             hook = self._record_hook(events, entity, store)
+            names = store.names
             for rid in out["hard_deleted"]:
                 store.remove(rid)
-                hook("record.deleted", rid, {"id": rid, "updated_at": now_iso, "deleted_at": now_iso})
+                hook("record.deleted", rid, {names.id: rid, names.updated_at: now_iso, names.deleted_at: now_iso})
             for rid in out["soft_deleted"]:
-                rec = store.get(rid)
-                rec["deleted_at"] = rec["updated_at"] = now_iso
-                store.put(rec)
+                rec = store.canonical(rid)
+                if rec is not None:
+                    rec["deleted_at"] = rec["updated_at"] = now_iso
+                    store.put(rec)
+                else:
+                    rec = store.get(rid)
+                    rec[names.deleted_at] = rec[names.updated_at] = now_iso
+                    store.put_served(rec)
                 hook("record.updated", rid)
             for rid in out["updated"]:
-                rec = store.get(rid)
-                conn.data.update(entity, rec, rng, now)
-                rec["updated_at"] = now_iso
-                store.put(rec)
+                rec = store.canonical(rid)
+                if rec is not None:
+                    conn.data.update(entity, rec, rng, now)
+                    rec["updated_at"] = now_iso
+                    store.put(rec)
+                else:
+                    rec = store.get(rid)
+                    rec[names.updated_at] = now_iso
+                    store.put_served(rec)
                 hook("record.updated", rid)
             for _ in range(insert):
                 rec = conn.data.make(entity, now, now)
@@ -218,6 +250,53 @@ class SandboxState:
             if any(out.values()):
                 conn.last_change_ms = now
             self.webhooks.emit_many(conn.id, events, now)  # still under the lock: store order = event order
+        return out
+
+    def records(self, connection_id: str, entity: str) -> list[bytes]:
+        """The records of one connection and entity exactly as the list endpoint serves
+        them (their JSON), in list order (updated_at, id)."""
+        return self.store(connection_id, entity).raws()
+
+    def put_records(self, connection_id: str, entity: str, records: list, replace: bool = False) -> dict:
+        """Put records exactly as given (served byte for byte, in the connection's field
+        names); `replace` first removes every other record of the connection and entity.
+
+        All records are validated before any is stored (an invalid one changes nothing).
+        A put counts as a change the source system made: sync-status moves
+        `last_successful_sync_at` to now, so the records count as visible. With
+        webhooks on, each put queues `record.created` (new id) or `record.updated`.
+        """
+        from .store import served_rec
+
+        conn = self.connection(connection_id)
+        store = self.store(connection_id, entity)
+        if not isinstance(records, list):
+            raise ControlError("INVALID_PARAMETER", "records must be a JSON list of record objects")
+        ids = []
+        for i, record in enumerate(records):
+            try:
+                ids.append(served_rec(record, store.names).key[1])
+            except ValueError as exc:
+                raise ControlError("INVALID_PARAMETER", f"records[{i}]: {exc}") from None
+        if len(set(ids)) != len(ids):
+            raise ControlError("INVALID_PARAMETER", "records repeat an id; give each record once")
+        out = {"created": [], "replaced": [], "removed": []}
+        with store.lock:
+            if replace:
+                keep = set(ids)
+                out["removed"] = [rid for rid in store.ids(live_only=False) if rid not in keep]
+                for rid in out["removed"]:
+                    store.remove(rid)
+            events: list[tuple[str, dict]] = []
+            hook = self._record_hook(events, entity, store)
+            for rid, record in zip(ids, records):
+                new = store.put_served(record)
+                out["created" if new else "replaced"].append(rid)
+                hook("record.created" if new else "record.updated", rid)
+            now = self.clock.now_ms()
+            conn.last_change_ms = max(conn.last_change_ms, now)
+            self.webhooks.emit_many(conn.id, events, now)
+        out["count"] = len(store)
         return out
 
     def _record_hook(self, events: list, entity: str, store: EntityStore):

@@ -164,7 +164,7 @@ def load_deltas(
             fence = session.fence(fenced)
             tables = fenced_table_names(entities)
             schema = pipeline.default_schema.tables if pipeline.default_schema_name else {}
-            kinds = ColumnKinds.from_schema(schema, tables, session.column_kinds(tables))
+            kinds = ColumnKinds.from_schema(schema, tables, session.column_kinds(tables), profile.text_without_nul)
 
             @dlt.resource(name="deltas")
             def changes() -> Iterator[Any]:

@@ -32,6 +32,11 @@ class Profile:
     credentials_settings: dict[str, Any] = field(default_factory=dict)
     load_workers: Optional[int] = None  # dlt's load job threads (None: dlt's default)
 
+    @property
+    def text_without_nul(self) -> bool:
+        """PostgreSQL's text and jsonb cannot hold U+0000."""
+        return self.destination == "postgres"
+
     def load(self, pipeline: dlt.Pipeline) -> Any:
         """``pipeline.load()`` with this profile's number of load workers."""
         return pipeline.load(**({"workers": self.load_workers} if self.load_workers else {}))

@@ -96,6 +96,7 @@ def run_sync(
         "documents": profile.documents,
         "backfill": backfill,
         "registry": registry,
+        "text_without_nul": profile.text_without_nul,
     }
     if base_url is not None:
         source_args["base_url"] = base_url

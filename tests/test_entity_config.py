@@ -32,6 +32,7 @@ def test_a_custom_entity_and_a_connection_with_v3_names():
     plans = registry.resolve(["maintenance-plans"])[0]
     assert (plans.table, plans.path, plans.max_page_size) == ("maintenance_plans", "/api/v1/maintenance-plans", 200)
     assert plans.children[0].parent_column == "maintenance_plan_id" and plans.column_types == {"next_due": "date"}
+    assert (plans.primary_key, plans.updated_at, plans.deleted_at) == ("id", "updated_at", "deleted_at")
     assert registry.for_connection("conn_v1", "maintenance_plans") == plans  # every connection has it
 
     v3 = registry.for_connection("conn_v3", "purchase_orders")

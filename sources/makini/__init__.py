@@ -42,6 +42,7 @@ def makini_source(
     spool_root: Optional[str] = None,
     registry: Optional[EntityRegistry] = None,
     stored_kinds: Optional[dict] = None,
+    text_without_nul: bool = False,
 ) -> list[DltResource]:
     """Makini entities for the connections whose tokens ``api_token`` holds.
 
@@ -58,14 +59,17 @@ def makini_source(
     ``registry``: the entities and each connection's field names (default: the
     built-in entities with dlt config's over them, ``entity_config.py``).
     ``stored_kinds``: table -> column -> type at the destination, for columns
-    the pipeline's schema lacks (``column_kinds.py``).
+    the pipeline's schema lacks (``column_kinds.py``). ``text_without_nul``:
+    the destination's text cannot hold U+0000 (PostgreSQL), so such text lands
+    as UTF-8 bytes in a binary variant column.
     """
     registry = registry if registry is not None else load_registry()
     report = report if report is not None else SyncReport()
     connections = open_connections(base_url, api_token, retry_policy or RetryPolicy())
     budget = LoadBudget(max_rows_per_load)
     return [
-        entity_resource(EntityWalk(e, report, budget, fence, documents, backfill, Path(spool_root) if spool_root else None),
+        entity_resource(EntityWalk(e, report, budget, fence, documents, backfill,
+                                   Path(spool_root) if spool_root else None, text_without_nul),
                         connections, registry, only, stored_kinds)
         for e in registry.resolve(entities)
     ]

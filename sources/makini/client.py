@@ -111,6 +111,9 @@ class PageSchemas:
 
     def __init__(self) -> None:
         self._schemas: dict[str, pa.Schema] = {}
+        # per path, the array fields that become child tables (the walk says which);
+        # every other array is stored as the JSON text the API sent
+        self.child_fields: dict[str, frozenset] = {}
 
     def read(self, path: str, content: bytes) -> pa.Table:
         hint = self._schemas.get(path)
@@ -201,12 +204,12 @@ def arrow_page(response: requests.Response, schemas: PageSchemas) -> Optional[Pa
         return None
     path = urlsplit(response.request.url).path if response.request is not None else ""
     try:
-        return _arrow_page(response, schemas.read(path, content))
+        return _arrow_page(response, schemas.read(path, content), schemas.child_fields.get(path, frozenset()))
     except pa.ArrowException:  # any shape Arrow cannot read or take apart (some it fails on inside)
         return None
 
 
-def _arrow_page(response: requests.Response, table: pa.Table) -> Optional[Page]:
+def _arrow_page(response: requests.Response, table: pa.Table, child_fields: frozenset) -> Optional[Page]:
     if table.num_rows != 1 or "data" not in table.column_names:
         return None
     data = table["data"].combine_chunks()
@@ -219,7 +222,16 @@ def _arrow_page(response: requests.Response, table: pa.Table) -> Optional[Page]:
     records = pa.Table.from_struct_array(pc.list_flatten(data))
     if _may_round_integers(pc.list_flatten(data)):
         return None
-    unfaithful = [n for n in JSON_FIELDS & set(records.column_names) if not _prints_back(records[n].combine_chunks())]
+    unfaithful = []
+    for name in records.column_names:
+        if name in child_fields:
+            continue
+        values = records[name].combine_chunks()
+        if name in JSON_FIELDS or pa.types.is_list(values.type):
+            if not _prints_back(values):
+                unfaithful.append(name)  # its JSON text comes from orjson
+        elif not _nested_lists_print_back(values):
+            return None  # an array inside an object that Arrow cannot print back: the orjson path
     if unfaithful:
         records = _as_sent(records, unfaithful, response)
     return Page(records, cursor, total, "arrow+orjson" if unfaithful else "arrow")
@@ -247,6 +259,15 @@ def _prints_back(values: pa.Array) -> bool:
     if pa.types.is_null(values.type):
         return True  # the field is null (or absent) in every record: stored as NULL
     return _prints_back_inside(values.filter(values.is_valid()))  # a null field is stored as NULL
+
+
+def _nested_lists_print_back(values: pa.Array) -> bool:
+    """Whether every array inside an object column prints back as sent (``_prints_back``)."""
+    if pa.types.is_struct(values.type):
+        return all(_nested_lists_print_back(values.field(i)) for i in range(values.type.num_fields))
+    if pa.types.is_list(values.type):
+        return _prints_back(values)
+    return True
 
 
 def _prints_back_inside(values: pa.Array) -> bool:

@@ -36,6 +36,7 @@ KIND_TYPES: dict[str, pa.DataType] = {
     "timestamp": TIMESTAMP,
     "date": pa.date32(),
     "decimal": pa.decimal128(38, 0),  # integers beyond 64 bits
+    "binary": pa.binary(),  # text a destination cannot hold as text (U+0000 in PostgreSQL), as UTF-8
 }
 VARIANT_SEPARATOR = "__v_"
 SCHEMA_CHANGES_TABLE = "_makini_schema_changes"
@@ -64,6 +65,8 @@ def kind_of(arrow_type: pa.DataType) -> Optional[str]:
         return "date"
     if pa.types.is_decimal(arrow_type):
         return "decimal"
+    if pa.types.is_binary(arrow_type) or pa.types.is_large_binary(arrow_type):
+        return "binary"
     return "text"
 
 
@@ -101,10 +104,12 @@ class ColumnKinds:
     kinds: dict[str, dict[str, str]] = field(default_factory=dict)  # table -> column -> kind
     changes: list[SchemaChange] = field(default_factory=list)
     version: int = 0  # bumped on every kind learned (conversion plans are kept per version)
+    text_without_nul: bool = False  # the destination's text cannot hold U+0000 (PostgreSQL)
 
     @classmethod
     def from_schema(cls, schema_tables: Mapping[str, Mapping], tables: Iterable[str],
-                    stored: Optional[Mapping[str, Mapping[str, str]]] = None) -> "ColumnKinds":
+                    stored: Optional[Mapping[str, Mapping[str, str]]] = None,
+                    text_without_nul: bool = False) -> "ColumnKinds":
         """Seeded from a dlt schema's tables (``schema.tables``), then from ``stored``
         (table -> column -> type, asked of the destination) for columns the schema
         lacks: another pipeline sharing the tables may have made them."""
@@ -114,7 +119,7 @@ class ColumnKinds:
             own = {name: column["data_type"] for name, column in columns.items() if column.get("data_type")}
             merged = {**(stored or {}).get(table, {}), **own}
             kinds[table] = {name: kind for name, kind in merged.items() if not name.startswith("_dlt")}
-        return cls(kinds)
+        return cls(kinds, text_without_nul=text_without_nul)
 
     def kind(self, table: str, column: str) -> Optional[str]:
         return self.kinds.get(table, {}).get(column)
@@ -148,6 +153,8 @@ class ColumnKinds:
             self.learn(table, column, target, origin, "new column" if known_table else None)
         main: Optional[pa.Array] = None
         rests: dict[str, pa.Array] = {}
+        if self.text_without_nul:
+            parts = [q for p in parts for q in _nul_apart(p)]
         for part in parts:
             fits, rest = fit(part, target)
             main = fits if main is None else pc.coalesce(main, fits)
@@ -168,6 +175,18 @@ class Origin:
 
     connection_id: str
     request_id: Optional[str] = None
+
+
+def _nul_apart(values: pa.Array) -> list[pa.Array]:
+    """Text holding U+0000 apart from the rest, as UTF-8 bytes (it lands in a binary variant)."""
+    if kind_of(values.type) != "text" or values.null_count == len(values):
+        return [values]
+    has_nul = pc.fill_null(pc.match_substring(values, "\x00"), False)
+    if not pc.any(has_nul).as_py():
+        return [values]
+    text = pc.if_else(has_nul, pa.scalar(None, values.type), values)
+    raw = pc.if_else(has_nul, values, pa.scalar(None, values.type)).cast(pa.binary())
+    return [text, raw]
 
 
 def _first_kind(parts: list[pa.Array], declared: Optional[str]) -> Optional[str]:

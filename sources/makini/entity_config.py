@@ -43,7 +43,8 @@ DEFAULT_PAGE_SIZE = 500
 COLUMN_KINDS = ("text", "bigint", "double", "bool", "timestamp", "date")
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
-FIELD_KEYS = ("primary_key", "updated_at", "deleted_at")
+FIELD_DEFAULTS = {"primary_key": "id", "updated_at": "updated_at", "deleted_at": "deleted_at"}  # the contract's
+FIELD_KEYS = tuple(FIELD_DEFAULTS)
 ENTITY_KEYS = ("path", "max_page_size", *FIELD_KEYS, "children", "column_types", "renames")
 CHILD_KEYS = ("field", "table", "key", "parent_column")
 # one connection may rename API fields, not warehouse tables or columns
@@ -160,7 +161,7 @@ def _entity(table: str, body: Mapping, base: Optional[Entity], where: str, child
     size = body.get("max_page_size", base.max_page_size if base else DEFAULT_PAGE_SIZE)
     if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= 10_000:
         raise ConfigurationError(f"{where}.max_page_size must be a whole number from 1 to 10000, not {size!r}")
-    fields = {key: _text(body, key, where, getattr(base, key) if base else key) for key in FIELD_KEYS}
+    fields = {key: _text(body, key, where, getattr(base, key) if base else FIELD_DEFAULTS[key]) for key in FIELD_KEYS}
     types = _mapping(body.get("column_types"), f"{where}.column_types")
     for column, kind in types.items():
         if kind not in COLUMN_KINDS:

@@ -92,6 +92,8 @@ class PageConverter:
         splits: dict[str, dict[str, list[pa.Array]]] = {}
         self.stayed_columnar = True  # for the report: whether the page avoided the row-by-row path
         try:
+            if _flag_after_number(records):
+                raise TypeError("a flag after a number")  # Arrow's inference would read True as 1.0
             tables = self._convert_columnar(records)
         except (*ARROW_CAST_ERRORS, TypeError):
             tables, splits = self._convert_rows(records, request_id)
@@ -255,6 +257,8 @@ class PageConverter:
         keys = self._keys[name]
         complete = tuple(name_ not in table.column_names or table[name_].null_count == 0 for name_ in keys)
         plan = None if splits else self._plans.get((name, table.schema, complete, self.kinds.version))
+        if plan is not None and self.kinds.text_without_nul and _holds_nul(table):
+            plan = None  # such text lands in a binary variant, column by column
         if plan is not None:
             try:
                 return table.cast(plan)
@@ -383,6 +387,27 @@ def _json_objects(objects: pa.StructArray) -> pa.Array | None:
     return pc.if_else(valid, text, pa.scalar(None, pa.string()))
 
 
+def _holds_nul(table: pa.Table) -> bool:
+    return any(
+        pc.any(pc.match_substring(table[name], "\x00")).as_py()
+        for name in table.column_names if pa.types.is_string(table.schema.field(name).type)
+    )
+
+
+def _flag_after_number(values: Any, seen: dict | None = None, path: str = "") -> bool:
+    """Whether some field holds a float and, in another record, a bool (any depth)."""
+    seen = {} if seen is None else seen
+    if isinstance(values, list):
+        return any(_flag_after_number(v, seen, path) for v in values)
+    if isinstance(values, dict):
+        return any(_flag_after_number(v, seen, f"{path}.{k}") for k, v in values.items())
+    if isinstance(values, (bool, float)):
+        kinds = seen.setdefault(path, set())
+        kinds.add(type(values))
+        return len(kinds) == 2
+    return False
+
+
 def _typed_table(rows: list[dict]) -> tuple[pa.Table, dict[str, list[pa.Array]]]:
     """Rows to a table. A column whose values Arrow cannot type together is split
     by the values' types: the table holds the first part, ``splits`` the others
@@ -395,7 +420,10 @@ def _typed_table(rows: list[dict]) -> tuple[pa.Table, dict[str, list[pa.Array]]]
     for column in columns:
         values = [row.get(column) for row in rows]
         try:
-            arrays[column] = pa.array(values)
+            array = pa.array(values)
+            if pa.types.is_floating(array.type) and any(isinstance(v, bool) for v in values):
+                raise TypeError("a flag after a number")  # Arrow reads True as 1.0 there
+            arrays[column] = array
         except (*ARROW_CAST_ERRORS, TypeError):
             parts = _parts_by_type(values)
             arrays[column], splits[column] = parts[0], parts[1:]

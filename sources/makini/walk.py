@@ -103,6 +103,7 @@ class EntityWalk:
     documents: bool = False  # keep children embedded (document stores)
     backfill: bool = False  # walk everything, ignoring the bookmark (reconcile)
     spool_root: Optional[Path] = None  # page checkpoints (spool.py); None: off
+    text_without_nul: bool = False  # the destination's text cannot hold U+0000 (column_kinds.py)
 
     def __post_init__(self) -> None:
         self.hints = entity_hints(self.entity)
@@ -111,7 +112,7 @@ class EntityWalk:
 
     def learn_kinds(self, schema_tables: dict, stored: Optional[dict] = None) -> None:
         """Column kinds from the pipeline's schema and the destination (before the first walk)."""
-        self.kinds = ColumnKinds.from_schema(schema_tables, self.hints, stored)
+        self.kinds = ColumnKinds.from_schema(schema_tables, self.hints, stored, self.text_without_nul)
 
     def run(self, connection_id: str, connection: Connection, state: dict,
             entity: Optional[Entity] = None) -> Iterator[Any]:
@@ -160,6 +161,7 @@ class EntityWalk:
             if replay and resume is None:
                 return  # the last page was already spooled
             paginator = MakiniCursorPaginator(resume_cursor=resume)
+            connection.client.page_schemas.child_fields[entity.path] = frozenset(c.field for c in entity.children)
             for page in connection.client.paginate(
                 entity.path, params=params, paginator=paginator, hooks={"response": [raise_for_makini_error]}
             ):

@@ -1,0 +1,64 @@
+"""`python -m makini_sandbox`: the sandbox server with deployment shapes.
+
+    python -m makini_sandbox --port 0 --connections 3 --shapes '["default", "type_drift", "v3"]'
+
+The same as `python -m pipelines.sandbox` plus `--shapes` (a JSON list, one
+spec per connection, or one spec for all, see makini_sandbox/shapes.py) and
+`--maintenance-plans N` (the custom entity's size). Prints one JSON line
+(base_url, connections with their tokens) when ready; SIGTERM stops it.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import logging
+import signal
+import sys
+
+import orjson
+
+from .entities import ALL_ENTITY_SPECS, ENTITY_SPECS
+from .server import SandboxHTTPServer
+from .state import SandboxState
+
+
+def _shapes(text: str):
+    text = text.strip()
+    return orjson.loads(text) if text.startswith("[") else text
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m makini_sandbox", description=__doc__.split("\n\n")[0])
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--connections", type=int, default=2)
+    p.add_argument("--rate-limit", type=int, default=10_000)
+    p.add_argument("--log-level", default="INFO")
+    p.add_argument("--shapes", type=_shapes, default=None, help="a JSON list of shape specs, or one spec for all")
+    for entity, spec in ALL_ENTITY_SPECS.items():
+        p.add_argument(f"--{entity}", type=int, default=spec.default_size if entity in ENTITY_SPECS else None,
+                       metavar="N")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sizes = {e: getattr(args, e.replace("-", "_")) for e in ALL_ENTITY_SPECS}
+    sizes = {e: n for e, n in sizes.items() if n is not None}
+    state = SandboxState(args.seed, sizes, args.connections, args.rate_limit, shapes=args.shapes)
+    gc.freeze()
+    server = SandboxHTTPServer(state, args.host, args.port)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    sys.stdout.write(orjson.dumps({"base_url": server.base_url,
+                                   "connections": [c.public() for c in state.connections]}).decode() + "\n")
+    sys.stdout.flush()
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
