@@ -1,11 +1,12 @@
-"""`python -m makini_sandbox`: the sandbox server with deployment shapes.
+"""`python -m makini_sandbox` (or `python -m pipelines.sandbox`): the sandbox server.
 
+    python -m makini_sandbox --port 8765 --seed 7 --connections 2 --purchase-orders 1000
     python -m makini_sandbox --port 0 --connections 3 --shapes '["default", "type_drift", "v3"]'
 
-The same as `python -m pipelines.sandbox` plus `--shapes` (a JSON list, one
-spec per connection, or one spec for all, see makini_sandbox/shapes.py) and
-`--maintenance-plans N` (the custom entity's size). Prints one JSON line
-(base_url, connections with their tokens) when ready; SIGTERM stops it.
+`--shapes` is a JSON list, one spec per connection, or one spec for all (see
+makini_sandbox/shapes.py); `--maintenance-plans N` sizes the custom entity.
+Prints one JSON line (base_url, connections with their tokens) when ready,
+then serves until Ctrl-C or SIGTERM. `--port 0` picks a free port.
 """
 from __future__ import annotations
 
@@ -29,11 +30,11 @@ def _shapes(text: str):
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m makini_sandbox", description=__doc__.split("\n\n")[0])
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
+    p.add_argument("--port", type=int, default=8765, help="port, 0 for any free port (default 8765)")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--connections", type=int, default=2)
-    p.add_argument("--rate-limit", type=int, default=10_000)
+    p.add_argument("--rate-limit", type=int, default=10_000, help="requests per connection per minute")
     p.add_argument("--log-level", default="INFO")
     p.add_argument("--shapes", type=_shapes, default=None, help="a JSON list of shape specs, or one spec for all")
     for entity, spec in ALL_ENTITY_SPECS.items():
@@ -45,8 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     sizes = {e: getattr(args, e.replace("-", "_")) for e in ALL_ENTITY_SPECS}
     sizes = {e: n for e, n in sizes.items() if n is not None}
     state = SandboxState(args.seed, sizes, args.connections, args.rate_limit, shapes=args.shapes)
-    gc.freeze()
+    gc.freeze()  # the records live as long as the process: keep them out of every later GC pass
     server = SandboxHTTPServer(state, args.host, args.port)
+    # SIGTERM (what Sandbox.stop sends) ends the process as cleanly as Ctrl-C.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     sys.stdout.write(orjson.dumps({"base_url": server.base_url,
                                    "connections": [c.public() for c in state.connections]}).decode() + "\n")

@@ -1,16 +1,14 @@
 """`Sandbox`: start the sandbox server, in this process or a subprocess.
 
 Both modes serve real HTTP on loopback. The subprocess mode (the default) runs
-`python -m pipelines.sandbox --port 0 ...` and reads the one JSON line it
+`python -m makini_sandbox --port 0 ...` and reads the one JSON line it
 prints when ready; it keeps the server's CPU work (and GIL) away from the
 process under test, which matters for benchmarks. The in-process mode runs the
 server on a daemon thread; it starts faster and suits small test fixtures.
 
 `shapes` (makini_sandbox/shapes.py) picks each connection's deployment shape:
 one spec per connection, or one for all; None keeps every connection default
-(exactly the sandbox as it always was). In subprocess mode a sandbox with
-shapes or custom-entity sizes runs `python -m makini_sandbox` (this package's
-own entry point, which takes `--shapes`); otherwise `pipelines.sandbox` as before.
+(exactly the sandbox as it always was).
 """
 from __future__ import annotations
 
@@ -25,7 +23,7 @@ from pathlib import Path
 import orjson
 
 from .client import SandboxControl
-from .entities import ENTITIES, resolve_sizes
+from .entities import resolve_sizes
 from .shapes import resolve_shapes
 
 log = logging.getLogger(__name__)
@@ -88,8 +86,7 @@ class Sandbox:
         self.connections = [c.public() for c in state.connections]
 
     def _start_subprocess(self) -> None:
-        shaped = self.shapes is not None or set(self.sizes) != set(ENTITIES)
-        cmd = [sys.executable, "-m", "makini_sandbox" if shaped else "pipelines.sandbox",
+        cmd = [sys.executable, "-m", "makini_sandbox",
                "--host", self.host, "--port", str(self.port),
                "--seed", str(self.seed), "--connections", str(self.n_connections),
                "--rate-limit", str(self.rate_limit_per_minute)]

@@ -3,11 +3,9 @@
 A long sync runs as several load packages. Loading is mostly the database's
 own work (DuckDB's inserts and merges release the GIL; PostgreSQL's happen in
 the server), and extraction is mostly HTTP and Arrow's parser, so the two fit
-side by side on two cores. Measured on the 100k-order full sync (2 packages),
-medians of 4 alternating runs in three windows: 9.34 s against 10.53 s,
-6.54 s against 7.33 s, 8.38 s against 9.07 s; at 500k orders 46 s against
-62 s, peak RSS 298 MB against 297 MB (all with DuckDB's cap at 48 MB then;
-it is 40 MB now, see destinations.toml).
+side by side on two cores (the full-sync benchmark, benchmarks/sync_benchmark.py,
+measured it 7-11% faster than loading after extracting; figures in the
+commit that brought it and benchmarks/RESULTS.md).
 
 This drives dlt's ``Load`` step directly rather than calling
 ``pipeline.load()``: that method reads the pipeline state when it starts and

@@ -1,6 +1,6 @@
 """Whole-table statements on a memory-capped DuckDB.
 
-The DuckDB profile caps DuckDB's memory (40 MB) so a sync's RSS stays flat.
+The DuckDB profile caps DuckDB's memory (destinations.toml) so a sync's RSS stays flat.
 dlt's merges are bounded by the rows of one load, but the post-load integrity
 statements (pruning superseded line items, sweeping tombstoned rows) join whole
 tables: measured, at 2M purchase orders (8M line items) the prune needs more

@@ -32,6 +32,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--full-refresh", action="store_true", help="drop the tables and bookmarks, and reload everything")
     parser.add_argument("--sandbox", action="store_true", help="start the bundled Makini sandbox and sync from it (no token needed)")
     parser.add_argument("--sandbox-size", type=int, default=2000, help="purchase orders per sandbox connection (default: 2000)")
+    parser.add_argument("--sandbox-shapes", default=None,
+                        help="one sandbox connection per deployment shape, e.g. default,drift,v3_chaos "
+                             "(makini_sandbox/shapes.py; default: two default connections)")
     parser.add_argument("--rows-per-load", type=int, default=None,
                         help="rows per load package; bounds memory (default: %d)" % DEFAULT_ROWS_PER_LOAD)
     parser.add_argument("--no-checkpoints", action="store_true", help="do not spool pages (see the README's crash safety)")
@@ -49,7 +52,8 @@ def makini_endpoint(args: argparse.Namespace) -> Iterator[dict]:
     from makini_sandbox import Sandbox
 
     sizes = {"purchase-orders": args.sandbox_size}
-    with Sandbox(seed=7, sizes=sizes, connections=2) as sandbox:
+    shapes = args.sandbox_shapes.split(",") if args.sandbox_shapes else None
+    with Sandbox(seed=7, sizes=sizes, connections=len(shapes) if shapes else 2, shapes=shapes) as sandbox:
         logger.warning("sandbox running at %s with %d connections", sandbox.base_url, len(sandbox.tokens))
         yield {"base_url": sandbox.base_url, "api_token": sandbox.tokens}
 

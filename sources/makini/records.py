@@ -91,17 +91,49 @@ class PageConverter:
         self._validate(records, request_id)
         splits: dict[str, dict[str, list[pa.Array]]] = {}
         self.stayed_columnar = True  # for the report: whether the page avoided the row-by-row path
+        pulled = {} if self.documents else self._pull_mixed(records)
         try:
             if _flag_after_number(records):
                 raise TypeError("a flag after a number")  # Arrow's inference would read True as 1.0
             tables = self._convert_columnar(records)
         except (*ARROW_CAST_ERRORS, TypeError):
+            _put_back(records, pulled)
+            pulled = {}
             tables, splits = self._convert_rows(records, request_id)
             self.stayed_columnar = False
+        if pulled:
+            tables[self.entity.table], splits[self.entity.table] = self._with_pulled(tables[self.entity.table], pulled)
         return {
             name: self._final_types(name, table, request_id, splits.get(name))
             for name, table in tables.items()
         }
+
+    def _pull_mixed(self, records: list) -> dict[str, list]:
+        """Take out of the records the fields whose values differ in kind (an object
+        on one record, an array or text on the next) or hold arrays: Arrow cannot type
+        them together, and without them the rest of the page stays columnar."""
+        fixed = {self.entity.primary_key, self.entity.updated_at, self.entity.deleted_at} | self._skip
+        classes: dict[str, set] = {}
+        for record in records:
+            for key, value in record.items():
+                if value is not None and key not in fixed:
+                    classes.setdefault(key, set()).add(_value_class(value))
+        mixed = [key for key, found in classes.items() if len(found) > 1 or "list" in found]
+        return {key: [record.pop(key, _ABSENT) for record in records] for key in mixed}
+
+    def _with_pulled(self, table: pa.Table, pulled: dict[str, list]) -> tuple[pa.Table, dict]:
+        """The pulled fields flattened row by row (``_flat_row``'s rules) beside the table."""
+        rows: list[dict] = [{} for _ in range(table.num_rows)]
+        for key, values in pulled.items():
+            name = self._renames.get(key, key)
+            for row, value in zip(rows, values):
+                if value is not _ABSENT and value is not None:
+                    _put(name, value, row)
+        extra, splits = _typed_table(rows)
+        for name in extra.column_names:
+            if name not in table.column_names:
+                table = table.append_column(name, extra[name])
+        return table, splits
 
     def _validate(self, records: list, request_id: str | None) -> None:
         pk, updated = self.entity.primary_key, self.entity.updated_at
@@ -385,6 +417,28 @@ def _json_objects(objects: pa.StructArray) -> pa.Array | None:
     else:
         text = pc.binary_join_element_wise(*parts, "")
     return pc.if_else(valid, text, pa.scalar(None, pa.string()))
+
+
+_ABSENT = object()  # a pulled field the record did not have
+
+
+def _value_class(value: Any) -> str:
+    if isinstance(value, dict):
+        return "dict"
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, float)):
+        return "number"
+    return "text"
+
+
+def _put_back(records: list, pulled: dict[str, list]) -> None:
+    for key, values in pulled.items():
+        for record, value in zip(records, values):
+            if value is not _ABSENT:
+                record[key] = value
 
 
 def _holds_nul(table: pa.Table) -> bool:
