@@ -69,6 +69,14 @@ def test_the_duckdb_file_a_sync_opens_is_the_one_dlt_would(monkeypatch, tmp_path
         profile.with_settings(credentials=str(tmp_path / "makini.duckdb")).duckdb_file()
 
 
+def _as_duckdb_shows(memory_limit):
+    import duckdb
+
+    with duckdb.connect() as connection:
+        connection.execute(f"SET memory_limit = '{memory_limit}'")
+        return connection.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+
+
 def test_the_run_database_opens_with_the_profiles_duckdb_settings(monkeypatch, tmp_path):
     from makini_sync.run_database import RunDatabase
 
@@ -76,7 +84,8 @@ def test_the_run_database_opens_with_the_profiles_duckdb_settings(monkeypatch, t
     with RunDatabase(profile) as database:
         threads, memory = database.connection.execute(
             "SELECT current_setting('threads'), current_setting('memory_limit')").fetchone()
-    assert (threads, memory) == (profile.credentials_settings["global_config"]["threads"], "38.1 MiB")
+    settings = profile.credentials_settings["global_config"]
+    assert (threads, memory) == (settings["threads"], _as_duckdb_shows(settings["memory_limit"]))
     monkeypatch.setenv("DESTINATION__DUCKDB__CREDENTIALS__GLOBAL_CONFIG", '{"threads": 1, "memory_limit": "100MB"}')
     with RunDatabase(profile) as database:
         assert database.connection.execute(
