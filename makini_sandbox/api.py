@@ -85,7 +85,10 @@ def _handle(state: SandboxState, conn: Connection | None, path: str, query: str,
         body = orjson.dumps({"id": conn.id, "system": conn.system, "status": conn.status})
         return Response(200, body, rl_headers)
     if rest == "sync-status":
-        return Response(200, orjson.dumps(_sync_status(conn)), rl_headers)
+        if conn.visibility.answer == "error":
+            return error(500, "INTERNAL_ERROR", "sync status is unavailable (sandbox: answer=error)",
+                         request_id, rl_headers)
+        return Response(200, orjson.dumps(state.sync_status(conn.id)), rl_headers)
     if rest not in conn.stores:  # a custom entity is served only by connections whose shape has it
         return error(404, "NOT_FOUND", f"no such endpoint: {path}", request_id, rl_headers)
     if conn.status == "reauthorization_required":
@@ -100,16 +103,6 @@ def _handle(state: SandboxState, conn: Connection | None, path: str, query: str,
     except _BadRequest as exc:
         return error(400, exc.code, str(exc), request_id, rl_headers)
     return Response(200, body, rl_headers)
-
-
-def _sync_status(conn: Connection) -> dict:
-    failed = conn.status != "active"
-    return {
-        "status": "failed" if failed else "completed",
-        "last_successful_sync_at": fmt_ms(conn.last_change_ms),
-        "next_scheduled_sync_at": fmt_ms(conn.last_change_ms + 15 * 60_000),
-        "error": f"connection is {conn.status}" if failed else None,
-    }
 
 
 class _BadRequest(ValueError):

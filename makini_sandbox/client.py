@@ -42,23 +42,35 @@ class SandboxControl:
 
     def mutate(self, connection_id: str, entity: str, *, update: float = 0.0, insert: int = 0,
                soft_delete: float = 0.0, hard_delete: float = 0.0, ids: list[str] | None = None,
-               seed: int | None = None) -> dict:
+               seed: int | None = None, hold: bool = False) -> dict:
+        """`hold`: the changes stay invisible until `makini_sync` (late visibility)."""
         return self._call("POST", "mutate", json={
             "connection_id": connection_id, "entity": entity, "update": update, "insert": insert,
-            "soft_delete": soft_delete, "hard_delete": hard_delete, "ids": ids, "seed": seed})
+            "soft_delete": soft_delete, "hard_delete": hard_delete, "ids": ids, "seed": seed, "hold": hold})
 
     def records(self, connection_id: str, entity: str) -> list[dict]:
         """The records of one connection and entity exactly as the list endpoint serves them
         now, in list order (updated_at, id); parsed without loss (huge integers stay exact)."""
         return self._call("GET", "records", params={"connection_id": connection_id, "entity": entity})["records"]
 
-    def put_records(self, connection_id: str, entity: str, records: list[dict], *, replace: bool = False) -> dict:
+    def put_records(self, connection_id: str, entity: str, records: list[dict], *, replace: bool = False,
+                    hold: bool = False) -> dict:
         """Serve `records` exactly as given (in the connection's field names: `key`/`updatedAt`
         on a v3 connection), replacing records with the same id; `replace=True` first removes
         every other record of that connection and entity. Returns {"created", "replaced",
-        "removed" (ids), "count"}. Any JSON value is kept exactly (huge integers, any Unicode)."""
+        "removed" (ids), "count"}. Any JSON value is kept exactly (huge integers, any Unicode).
+        `hold`: invisible, with the updated-at they carry, until `makini_sync` (late visibility)."""
         return self._call("POST", "records", json={"connection_id": connection_id, "entity": entity,
-                                                   "records": records, "replace": replace})
+                                                   "records": records, "replace": replace, "hold": hold})
+
+    def makini_sync(self, connection_id: str) -> dict:
+        """Makini's scheduled sync of the connection: held changes become visible, and
+        `/sync-status` moves its bound to now."""
+        return self._call("POST", "makini-sync", json={"connection_id": connection_id})
+
+    def set_sync_status_answer(self, connection_id: str, answer: str) -> dict:
+        """`bound` (the contract), `without_bound` (no last_successful_sync_at) or `error` (500)."""
+        return self._call("POST", "sync-status", json={"connection_id": connection_id, "answer": answer})
 
     def truth(self, connection_id: str, entity: str, detail: bool = False) -> dict:
         return self._call("GET", "truth", params={"connection_id": connection_id, "entity": entity,
@@ -69,11 +81,12 @@ class SandboxControl:
 
     def set_faults(self, *, seed: int = 0, rate_429: float = 0.0, rate_500: float = 0.0, rate_503: float = 0.0,
                    slow_rate: float = 0.0, slow_seconds: float = 0.0, drop_rate: float = 0.0,
-                   cut_rate: float = 0.0, retry_after: int = 1) -> dict:
+                   cut_rate: float = 0.0, retry_after: int = 1, outage_after: int = -1) -> dict:
+        """``outage_after=N``: N more API requests are answered, then every one gets 503."""
         return self._call("POST", "faults", json={
             "seed": seed, "rate_429": rate_429, "rate_500": rate_500, "rate_503": rate_503,
             "slow_rate": slow_rate, "slow_seconds": slow_seconds, "drop_rate": drop_rate,
-            "cut_rate": cut_rate, "retry_after": retry_after})
+            "cut_rate": cut_rate, "retry_after": retry_after, "outage_after": outage_after})
 
     def clear_faults(self) -> dict:
         return self._call("DELETE", "faults")

@@ -7,7 +7,7 @@ the same envelope as the public API.
 | method | path | body / query |
 | --- | --- | --- |
 | GET | /_sandbox/info | |
-| POST | /_sandbox/mutate | connection_id, entity, update, insert, soft_delete, hard_delete, ids, seed |
+| POST | /_sandbox/mutate | connection_id, entity, update, insert, soft_delete, hard_delete, ids, seed, hold |
 | GET | /_sandbox/truth | ?connection_id=&entity=&detail=1 |
 | GET | /_sandbox/requests | ?reset=1 |
 | POST / DELETE | /_sandbox/faults | FaultSettings fields / clears |
@@ -21,7 +21,9 @@ the same envelope as the public API.
 | POST | /_sandbox/webhooks/flush | timeout (seconds; blocks until nothing is pending) |
 | POST | /_sandbox/events | connection_id, type, data (emits one event) |
 | GET | /_sandbox/records | ?connection_id=&entity= -> {"records": [...exactly as served, list order], "count"} |
-| POST | /_sandbox/records | connection_id, entity, records (list of records as served), replace |
+| POST | /_sandbox/records | connection_id, entity, records (list of records as served), replace, hold |
+| POST | /_sandbox/makini-sync | connection_id (publishes held changes: late visibility) |
+| POST | /_sandbox/sync-status | connection_id, answer: bound, without_bound or error |
 
 `POST /_sandbox/records` bodies are parsed without loss (integers beyond 64
 bits stay exact) and each record is served exactly as given, in the
@@ -70,7 +72,8 @@ def _dispatch(state: SandboxState, method: str, what: str, params: dict, args: d
         return state.mutate(
             args["connection_id"], args["entity"], update=float(args.get("update", 0.0)),
             insert=int(args.get("insert", 0)), soft_delete=float(args.get("soft_delete", 0.0)),
-            hard_delete=float(args.get("hard_delete", 0.0)), ids=args.get("ids"), seed=args.get("seed"))
+            hard_delete=float(args.get("hard_delete", 0.0)), ids=args.get("ids"), seed=args.get("seed"),
+            hold=bool(args.get("hold", False)))
     if (method, what) == ("GET", "truth"):
         return state.store(params["connection_id"], params["entity"]).truth(_flag(params.get("detail", "0")))
     if (method, what) == ("GET", "requests"):
@@ -104,7 +107,12 @@ def _dispatch(state: SandboxState, method: str, what: str, params: dict, args: d
         return b'{"records":[' + b",".join(raws) + b'],"count":%d}' % len(raws)
     if (method, what) == ("POST", "records"):
         return state.put_records(args["connection_id"], args["entity"], args["records"],
-                                 replace=bool(args.get("replace", False)))
+                                 replace=bool(args.get("replace", False)), hold=bool(args.get("hold", False)))
+    if (method, what) == ("POST", "makini-sync"):
+        return state.makini_sync(args["connection_id"])
+    if (method, what) == ("POST", "sync-status"):
+        state.set_sync_status_answer(args["connection_id"], args["answer"])
+        return state.sync_status(args["connection_id"])
     if (method, what) == ("POST", "reset"):
         state.reset_data()
         return state.info()

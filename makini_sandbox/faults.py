@@ -26,6 +26,7 @@ class FaultSettings:
     drop_rate: float = 0.0
     cut_rate: float = 0.0  # the body stops halfway and the connection closes
     retry_after: int = 1
+    outage_after: int = -1  # >= 0: that many requests are answered, then every one gets 503 (an outage)
 
     def __post_init__(self) -> None:
         rates = [rate for _, rate in self.kinds] + [self.slow_rate]
@@ -45,7 +46,7 @@ class FaultSettings:
 
     @property
     def active(self) -> bool:
-        return self.slow_rate > 0 or any(rate for _, rate in self.kinds)
+        return self.slow_rate > 0 or self.outage_after >= 0 or any(rate for _, rate in self.kinds)
 
 
 class Fault(NamedTuple):
@@ -65,6 +66,7 @@ class FaultInjector:
         with self._lock:
             self.settings = settings
             self._rng = random.Random(settings.seed)
+            self._answered = 0
 
     def describe(self) -> dict:
         return asdict(self.settings)
@@ -75,6 +77,9 @@ class FaultInjector:
             return NO_FAULT
         with self._lock:
             outcome, slow = self._rng.random(), self._rng.random()
+            self._answered += 1
+            if 0 <= s.outage_after < self._answered:
+                return Fault("503", 0.0)
         kind = None
         edge = 0.0
         for name, rate in s.kinds:

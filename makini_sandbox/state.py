@@ -23,6 +23,7 @@ from .entities import ENTITIES, entity_size, resolve_sizes
 from .faults import FaultInjector, RateLimiter
 from .shapes import Shape, ShapeRenderer, parse_shape, resolve_shapes
 from .store import EntityStore
+from .visibility import SYNC_STATUS_ANSWERS, HeldChange, Visibility
 from .webhooks import EVENT_TYPES, WebhookDispatcher
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class Connection:
     last_change_ms: int = 0
     mutation_rngs: dict[str, random.Random] = field(default_factory=dict)
     shape: Shape = field(default_factory=lambda: parse_shape("default"))
+    visibility: Visibility = field(default_factory=lambda: Visibility(0))
 
     def public(self) -> dict:
         out = {"id": self.id, "token": self.token, "system": self.system}
@@ -146,6 +148,7 @@ class SandboxState:
             # The last of three or more connections models a system that cannot count.
             total_count=not (self.n_connections >= 3 and i == self.n_connections - 1),
             last_change_ms=self.anchor_ms,
+            visibility=Visibility(self.anchor_ms),
             mutation_rngs={e: random.Random(derive_seed(self.seed, i, e, "mutations")) for e in entities},
             shape=shape,
         )
@@ -175,7 +178,7 @@ class SandboxState:
     # -- control operations -------------------------------------------------------
     def mutate(self, connection_id: str, entity: str, *, update: float = 0.0, insert: int = 0,
                soft_delete: float = 0.0, hard_delete: float = 0.0, ids: list[str] | None = None,
-               seed: int | None = None) -> dict:
+               seed: int | None = None, hold: bool = False) -> dict:
         """Apply a batch of changes atomically with one sandbox timestamp.
 
         The population is the named `ids` (any existing record) or else every
@@ -189,6 +192,9 @@ class SandboxState:
         re-rendered, so they keep the shape. A record put through `put_records`
         has no canonical form: an update only moves its updated-at field (and a
         soft delete sets its deleted-at field), under the deployment's names.
+
+        `hold`: the changes are made now (their updated_at is now) but stay
+        invisible, webhooks too, until the next `makini_sync` (visibility.py).
         """
         conn = self.connection(connection_id)
         store = self.store(connection_id, entity)
@@ -209,55 +215,73 @@ class SandboxState:
                 population = store.ids(live_only=True)
             rng.shuffle(population)
             now = self.clock.tick_ms(store.max_ms)
-            now_iso = fmt_ms(now)
             pos = 0
             for key, frac in (("hard_deleted", hard_delete), ("soft_deleted", soft_delete), ("updated", update)):
                 n = min(len(population) - pos, max(1, round(frac * len(population))) if frac > 0 else 0)
                 out[key] = sorted(population[pos:pos + n])
                 pos += n
-            events: list[tuple[str, dict]] = []
-            hook = self._record_hook(events, entity, store)
-            names = store.names
-            for rid in out["hard_deleted"]:
-                store.remove(rid)
-                hook("record.deleted", rid, {names.id: rid, names.updated_at: now_iso, names.deleted_at: now_iso})
-            for rid in out["soft_deleted"]:
-                rec = store.canonical(rid)
-                if rec is not None:
-                    rec["deleted_at"] = rec["updated_at"] = now_iso
-                    store.put(rec)
-                else:
-                    rec = store.get(rid)
-                    rec[names.deleted_at] = rec[names.updated_at] = now_iso
-                    store.put_served(rec)
-                hook("record.updated", rid)
-            for rid in out["updated"]:
-                rec = store.canonical(rid)
-                if rec is not None:
-                    conn.data.update(entity, rec, rng, now)
-                    rec["updated_at"] = now_iso
-                    store.put(rec)
-                else:
-                    rec = store.get(rid)
-                    rec[names.updated_at] = now_iso
-                    store.put_served(rec)
-                hook("record.updated", rid)
-            for _ in range(insert):
-                rec = conn.data.make(entity, now, now)
-                store.put(rec)
-                out["inserted"].append(rec["id"])
-                hook("record.created", rec["id"])
-            if any(out.values()):
-                conn.last_change_ms = now
-            self.webhooks.emit_many(conn.id, events, now)  # still under the lock: store order = event order
+            apply = self._mutation(conn, entity, store, out, insert, rng, now)
+            if hold:
+                conn.visibility.hold(HeldChange(now, apply))
+                out["held"] = True
+            else:
+                apply()
         return out
+
+    def _mutation(self, conn: Connection, entity: str, store: EntityStore, out: dict, insert: int,
+                  rng: random.Random, now: int):
+        """The changes `out` names, as one call that applies them at `now` and queues their webhooks."""
+        now_iso = fmt_ms(now)
+
+        def apply() -> None:
+            with store.lock:
+                events: list[tuple[str, dict]] = []
+                hook = self._record_hook(events, entity, store)
+                names = store.names
+                for key in ("hard_deleted", "soft_deleted", "updated"):
+                    out[key] = [rid for rid in out[key] if rid in store]  # a held change can outlive its record
+                for rid in out["hard_deleted"]:
+                    store.remove(rid)
+                    hook("record.deleted", rid, {names.id: rid, names.updated_at: now_iso, names.deleted_at: now_iso})
+                for rid in out["soft_deleted"]:
+                    rec = store.canonical(rid)
+                    if rec is not None:
+                        rec["deleted_at"] = rec["updated_at"] = now_iso
+                        store.put(rec)
+                    else:
+                        rec = store.get(rid)
+                        rec[names.deleted_at] = rec[names.updated_at] = now_iso
+                        store.put_served(rec)
+                    hook("record.updated", rid)
+                for rid in out["updated"]:
+                    rec = store.canonical(rid)
+                    if rec is not None:
+                        conn.data.update(entity, rec, rng, now)
+                        rec["updated_at"] = now_iso
+                        store.put(rec)
+                    else:
+                        rec = store.get(rid)
+                        rec[names.updated_at] = now_iso
+                        store.put_served(rec)
+                    hook("record.updated", rid)
+                out["inserted"] = []
+                for _ in range(insert):
+                    rec = conn.data.make(entity, now, now)
+                    store.put(rec)
+                    out["inserted"].append(rec["id"])
+                    hook("record.created", rec["id"])
+                if any(out.values()):
+                    conn.last_change_ms = max(conn.last_change_ms, now)
+                self.webhooks.emit_many(conn.id, events, now)  # still under the lock: store order = event order
+        return apply
 
     def records(self, connection_id: str, entity: str) -> list[bytes]:
         """The records of one connection and entity exactly as the list endpoint serves
         them (their JSON), in list order (updated_at, id)."""
         return self.store(connection_id, entity).raws()
 
-    def put_records(self, connection_id: str, entity: str, records: list, replace: bool = False) -> dict:
+    def put_records(self, connection_id: str, entity: str, records: list, replace: bool = False,
+                    hold: bool = False) -> dict:
         """Put records exactly as given (served byte for byte, in the connection's field
         names); `replace` first removes every other record of the connection and entity.
 
@@ -265,6 +289,9 @@ class SandboxState:
         A put counts as a change the source system made: sync-status moves
         `last_successful_sync_at` to now, so the records count as visible. With
         webhooks on, each put queues `record.created` (new id) or `record.updated`.
+        `hold`: the records stay invisible, webhooks too, until the next
+        `makini_sync`, which publishes them with the updated-at they carry
+        (visibility.py); `replace` cannot be held.
         """
         from .store import served_rec
 
@@ -272,32 +299,62 @@ class SandboxState:
         store = self.store(connection_id, entity)
         if not isinstance(records, list):
             raise ControlError("INVALID_PARAMETER", "records must be a JSON list of record objects")
-        ids = []
+        if hold and replace:
+            raise ControlError("INVALID_PARAMETER", "replace cannot be held; put the records with hold alone")
+        keys = []
         for i, record in enumerate(records):
             try:
-                ids.append(served_rec(record, store.names).key[1])
+                keys.append(served_rec(record, store.names).key)
             except ValueError as exc:
                 raise ControlError("INVALID_PARAMETER", f"records[{i}]: {exc}") from None
+        ids = [rid for _, rid in keys]
         if len(set(ids)) != len(ids):
             raise ControlError("INVALID_PARAMETER", "records repeat an id; give each record once")
         out = {"created": [], "replaced": [], "removed": []}
+
+        def apply() -> None:
+            with store.lock:
+                events: list[tuple[str, dict]] = []
+                hook = self._record_hook(events, entity, store)
+                for rid, record in zip(ids, records):
+                    new = store.put_served(record)
+                    out["created" if new else "replaced"].append(rid)
+                    hook("record.created" if new else "record.updated", rid)
+                now = self.clock.now_ms()
+                conn.last_change_ms = max(conn.last_change_ms, now)
+                self.webhooks.emit_many(conn.id, events, now)
+
         with store.lock:
             if replace:
                 keep = set(ids)
                 out["removed"] = [rid for rid in store.ids(live_only=False) if rid not in keep]
                 for rid in out["removed"]:
                     store.remove(rid)
-            events: list[tuple[str, dict]] = []
-            hook = self._record_hook(events, entity, store)
-            for rid, record in zip(ids, records):
-                new = store.put_served(record)
-                out["created" if new else "replaced"].append(rid)
-                hook("record.created" if new else "record.updated", rid)
-            now = self.clock.now_ms()
-            conn.last_change_ms = max(conn.last_change_ms, now)
-            self.webhooks.emit_many(conn.id, events, now)
+            if hold and records:
+                conn.visibility.hold(HeldChange(min(ms for ms, _ in keys), apply))
+                out["held"] = ids
+            else:
+                apply()
         out["count"] = len(store)
         return out
+
+    def makini_sync(self, connection_id: str) -> dict:
+        """Makini's scheduled sync of one connection: every held change becomes visible."""
+        conn = self.connection(connection_id)
+        published = conn.visibility.publish(self.clock.now_ms())
+        return {"id": conn.id, "published": published, "sync_status": self.sync_status(connection_id)}
+
+    def sync_status(self, connection_id: str) -> dict:
+        """What `GET /api/v1/sync-status` answers for the connection."""
+        conn = self.connection(connection_id)
+        failed = f"connection is {conn.status}" if conn.status != "active" else None
+        return conn.visibility.status(conn.last_change_ms, failed)
+
+    def set_sync_status_answer(self, connection_id: str, answer: str) -> None:
+        """How `/sync-status` answers: with the bound (the contract), without it, or with a 500."""
+        if answer not in SYNC_STATUS_ANSWERS:
+            raise ControlError("INVALID_PARAMETER", f"answer must be one of {SYNC_STATUS_ANSWERS}")
+        self.connection(connection_id).visibility.answer = answer
 
     def _record_hook(self, events: list, entity: str, store: EntityStore):
         """hook(type, rid[, record]): note one record event (the record as now stored)

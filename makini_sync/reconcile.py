@@ -1,92 +1,271 @@
-"""Reconcile: compare, per connection and entity, the API's count with the warehouse's,
-and backfill (a full walk, merged; nothing dropped) where the warehouse has fewer rows.
+"""Reconcile: make the warehouse equal what Makini holds, per connection and entity.
 
-The API counts soft-deleted records (they stay in lists); hard-deleted ones
-are gone from both, so equal counts mean nothing is missing.
+It compares the set of (id, ``updated_at``) the API lists with the
+warehouse's, not counts:
+
+* **missing** rows (listed, not stored) are loaded;
+* **stale** rows (stored at an older ``updated_at``) are replaced;
+* **ghosts** (stored, no longer listed: a hard delete whose webhook was lost)
+  are deleted through the tombstone path of ``record.deleted``, their line
+  items with them;
+* rows the warehouse holds at a *newer* version than the API lists (a webhook
+  that overtook the list) are counted and left alone.
+
+One pass: a backfill walk of every record, merged behind the version fence
+(so only missing and stale rows load), that also notes every version it saw.
+The API cannot list ids alone, so that walk fetches whole records: a full
+walk is the price, and the README recommends a nightly schedule. Deletes are
+inferred only from a walk that went from the first page to the last in this
+run; a walk that failed or stopped infers none. Each run is recorded in
+``_makini_reconcile_runs``.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 from typing import Any, Optional, Sequence
 
-from sources.makini.client import RetryPolicy, raise_for_makini_error
-from sources.makini.connections import open_connections
-from sources.makini.paginator import MakiniCursorPaginator
-from sources.makini.entity_config import load_registry
-from sources.makini.settings import CONNECTION_COLUMN, Entity
+import dlt
+import pyarrow as pa
+import pyarrow.compute as pc
 
+from sources.makini.bookmark import iso_ms, parse_iso
+from sources.makini.client import RetryPolicy
+from sources.makini.connections import open_connections
+from sources.makini.entity_config import load_registry
+from sources.makini.settings import CONNECTION_COLUMN, ID_COLUMN, UPDATED_AT_COLUMN, Entity
+
+from .deltas import Delete, load_deltas
+from .fence import as_utc
+from .locking import dataset_lock
 from .profiles import Profile, make_pipeline
 from .sync import run_sync
 
 logger = logging.getLogger(__name__)
 
+RUNS_TABLE = "_makini_reconcile_runs"
+RECONCILE_PIPELINE = "makini_reconcile"  # its deletes: the deltas' schema alone, as load_deltas expects
+RUNS_PIPELINE = "makini_reconcile_runs"
+VERSION_TYPE = pa.timestamp("us", tz="UTC")
+
+
+@dataclass
+class Drift:
+    """What one comparison of API and warehouse versions found."""
+
+    missing: list[str]
+    stale: list[str]
+    ghosts: list[tuple[str, Optional[datetime]]]  # (id, the stored updated_at)
+    newer_in_warehouse: int
+
 
 @dataclass
 class Reconciled:
+    """One connection and table: what reconcile found and did."""
+
     connection_id: str
     table: str
-    api_count: int
-    warehouse_before: int
-    warehouse_after: int
+    missing: int = 0
+    stale: int = 0
+    ghosts: int = 0
+    newer_in_warehouse: int = 0
+    loaded: int = 0
+    deleted: int = 0
+    fetched_records: int = 0
+    fetched_pages: int = 0
+    complete: bool = False  # the walk went from the first page to the last: deletes may be inferred
+    error: Optional[str] = None
+
+
+@dataclass
+class ReconcileRun:
+    run_id: str
+    started_at: datetime
+    finished_at: datetime
+    dry_run: bool
+    results: list[Reconciled]
 
     @property
-    def backfilled(self) -> bool:
-        return self.warehouse_after != self.warehouse_before
+    def ok(self) -> bool:
+        return all(r.complete and r.error is None for r in self.results)
 
 
-def api_count(client: Any, entity: Entity) -> int:
-    """``total_count`` of the entity, or the length of a full walk when the API cannot count."""
-    paginator = MakiniCursorPaginator()
-    pages = client.paginate(entity.path, params={"limit": entity.max_page_size}, paginator=paginator,
-                            hooks={"response": [raise_for_makini_error]})
-    first = next(pages, [])
-    if paginator.total_count is not None:
-        return paginator.total_count
-    return len(first) + sum(len(page) for page in pages)
+def version_table(ids: Sequence[str], stamps: Sequence[Any]) -> pa.Table:
+    return pa.table({ID_COLUMN: pa.array(ids, pa.string()),
+                     UPDATED_AT_COLUMN: pa.array([as_utc(s) if s is not None else None for s in stamps],
+                                                 VERSION_TYPE)})
 
 
-def warehouse_count(profile: Profile, entity: Entity, connection_id: str) -> int:
+def as_versions(table: pa.Table) -> pa.Table:
+    """(id, updated_at) with the one timestamp type the comparison uses."""
+    stamps = table[UPDATED_AT_COLUMN]
+    if pa.types.is_string(stamps.type) or pa.types.is_large_string(stamps.type):
+        stamps = pa.array([parse_iso(s) if s else None for s in stamps.to_pylist()], VERSION_TYPE)
+    elif stamps.type != VERSION_TYPE:
+        stamps = stamps.cast(VERSION_TYPE)
+    return pa.table({ID_COLUMN: table[ID_COLUMN].cast(pa.string()), UPDATED_AT_COLUMN: stamps})
+
+
+def compare(api: pa.Table, warehouse: pa.Table) -> Drift:
+    """Missing, stale and ghost rows between the API's versions and the warehouse's."""
+    listed = as_versions(api).group_by(ID_COLUMN).aggregate([(UPDATED_AT_COLUMN, "max")])
+    listed = pa.table({ID_COLUMN: listed[ID_COLUMN], "api_at": listed[f"{UPDATED_AT_COLUMN}_max"]})
+    stored = as_versions(warehouse)
+    stored = pa.table({ID_COLUMN: stored[ID_COLUMN], "stored_at": stored[UPDATED_AT_COLUMN],
+                       "stored": pa.array([True] * stored.num_rows, pa.bool_())})
+    both = listed.join(stored, keys=ID_COLUMN, join_type="full outer")
+    in_api, in_store = pc.is_valid(both["api_at"]), pc.is_valid(both["stored"])
+    ids = both[ID_COLUMN]
+    missing = pc.and_(in_api, pc.invert(in_store))
+    ghosts = pc.and_(in_store, pc.invert(in_api))
+    shared = pc.and_(in_api, in_store)
+    stale = pc.and_(shared, pc.fill_null(pc.greater(both["api_at"], both["stored_at"]), True))
+    newer = pc.and_(shared, pc.fill_null(pc.less(both["api_at"], both["stored_at"]), False))
+    return Drift(
+        missing=sorted(ids.filter(missing).to_pylist()),
+        stale=sorted(ids.filter(stale).to_pylist()),
+        ghosts=sorted(zip(ids.filter(ghosts).to_pylist(), both["stored_at"].filter(ghosts).to_pylist())),
+        newer_in_warehouse=pc.sum(newer.cast(pa.int64())).as_py() or 0,
+    )
+
+
+def warehouse_versions(profile: Profile, entity: Entity, connection_id: str) -> pa.Table:
+    """The (id, updated_at) the warehouse stores for one connection and entity."""
     if profile.documents:
         import pymongo
-        import dlt
 
         uri = str(dlt.secrets[f"destination.{profile.name}.credentials"])
         db = pymongo.MongoClient(uri).get_default_database(default="makini")
-        return db[entity.table].count_documents({CONNECTION_COLUMN: connection_id})
+        docs = list(db[entity.table].find({CONNECTION_COLUMN: connection_id}, {ID_COLUMN: 1, UPDATED_AT_COLUMN: 1}))
+        return version_table([d[ID_COLUMN] for d in docs], [d.get(UPDATED_AT_COLUMN) for d in docs])
     pipeline = make_pipeline(profile, "makini_sync")
-    try:
-        with pipeline.sql_client() as client:
+    with pipeline.sql_client() as client:
+        if not client.has_dataset():
+            return version_table([], [])
+        try:
             rows = client.execute_sql(
-                f"SELECT COUNT(*) FROM {client.make_qualified_table_name(entity.table)}"
+                f"SELECT {client.escape_column_name(ID_COLUMN)}, {client.escape_column_name(UPDATED_AT_COLUMN)}"
+                f" FROM {client.make_qualified_table_name(entity.table)}"
                 f" WHERE {client.escape_column_name(CONNECTION_COLUMN)} = %s",
                 connection_id,
-            )
-            return int(rows[0][0])
-    except Exception as exc:  # noqa: BLE001 - no table yet: nothing synced
-        logger.debug("counting %s failed: %s", entity.table, type(exc).__name__)
-        return 0
+            ) or []
+        except Exception as exc:  # noqa: BLE001 - the table does not exist yet: nothing stored
+            if not _is_missing_table(exc):
+                raise
+            rows = []
+    return version_table([r[0] for r in rows], [r[1] for r in rows])
+
+
+def _is_missing_table(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return any(hint in text for hint in ("does not exist", "doesn't exist", "not found", "no such table",
+                                         "catalog error", "undefined"))
 
 
 def reconcile(
     profile: Profile,
-    base_url: str,
-    api_token: Any,
+    base_url: Optional[str] = None,
+    api_token: Any = None,
     entities: Optional[Sequence[str]] = None,
     retry_policy: Optional[RetryPolicy] = None,
-) -> list[Reconciled]:
-    results = []
-    for connection in open_connections(base_url, api_token, retry_policy or RetryPolicy()):
-        connection_id = connection.identify()
-        for entity in load_registry().resolve(entities):
-            expected = api_count(connection.client, entity)
-            before = warehouse_count(profile, entity, connection_id)
-            after = before
-            if before < expected:
-                logger.warning("%s %s: API has %d, warehouse %d: backfilling", connection_id, entity.table, expected, before)
-                run_sync(profile, base_url=base_url, api_token=[connection.client.auth.token],
-                         entities=[entity.table], backfill=True, retry_policy=retry_policy)
-                after = warehouse_count(profile, entity, connection_id)
-            results.append(Reconciled(connection_id, entity.table, expected, before, after))
-    return results
+    dry_run: bool = False,
+) -> ReconcileRun:
+    """Find and repair drift for every connection of ``api_token`` (``dry_run``: find only)."""
+    started = datetime.now(timezone.utc)
+    registry = load_registry()
+    chosen = registry.resolve(entities)
+    base_url = base_url if base_url is not None else dlt.config.get("sources.makini.base_url")
+    api_token = api_token if api_token is not None else dlt.secrets.get("sources.makini.api_token")
+    policy = retry_policy or RetryPolicy()
+
+    stored: dict[tuple[str, str], pa.Table] = {}
+    results: dict[tuple[str, str], Reconciled] = {}
+    for connection in open_connections(base_url, api_token, policy):
+        try:
+            connection_id = connection.identify()
+        except Exception as exc:  # noqa: BLE001 - reported; the other connections go on
+            results[(connection.name, "*")] = Reconciled(connection.name, "*", error=str(exc))
+            continue
+        for entity in chosen:
+            if registry.for_connection(connection_id, entity.table) is None:
+                continue
+            key = (connection_id, entity.table)
+            # read before the walk: a row stored later cannot be taken for a ghost
+            stored[key] = warehouse_versions(profile, entity, connection_id)
+            results[key] = Reconciled(connection_id, entity.table)
+
+    synced = run_sync(profile, base_url=base_url, api_token=api_token, entities=[e.table for e in chosen],
+                      backfill=True, retry_policy=policy, collect_versions=True, dry_run=dry_run)
+    report = synced.report
+    failures = {(f.connection, f.entity): str(f) for f in report.failures}
+    by_table = {e.table: e for e in chosen}
+    deletes: list[Delete] = []
+    for key, result in results.items():
+        if key not in stored:
+            continue
+        seen = report.versions.get(key, [])
+        api = pa.concat_tables(seen) if seen else version_table([], [])
+        drift = compare(api, stored[key])
+        result.missing, result.stale, result.ghosts = len(drift.missing), len(drift.stale), len(drift.ghosts)
+        result.newer_in_warehouse = drift.newer_in_warehouse
+        result.fetched_records, result.fetched_pages = report.records[key], report.pages[key]
+        result.loaded = 0 if dry_run else max(report.records[key] - report.unchanged[key], 0)
+        result.error = failures.get(key) or failures.get((key[0], "connection"))
+        result.complete = key in report.walked_whole and result.error is None
+        if not result.complete:
+            continue  # deleting on incomplete evidence is the worst outcome
+        if not dry_run:
+            for record_id, stored_at in drift.ghosts:
+                # the tombstone covers the version the warehouse held, so a newer re-creation still lands
+                deleted_at = iso_ms(stored_at) if stored_at is not None else iso_ms(started)
+                deletes.append(Delete(key[0], by_table[key[1]], record_id, deleted_at))
+            result.deleted = len(drift.ghosts)
+    if deletes:
+        load_deltas(profile, deletes, pipeline_name=RECONCILE_PIPELINE)
+    run = ReconcileRun(uuid.uuid4().hex, started, datetime.now(timezone.utc), dry_run, list(results.values()))
+    record_run(profile, run)
+    for result in run.results:
+        if result.missing or result.stale or result.ghosts:
+            logger.warning("reconcile %s %s: %d missing, %d stale, %d ghost(s)%s", result.connection_id,
+                           result.table, result.missing, result.stale, result.ghosts,
+                           " (dry run: nothing changed)" if dry_run else "")
+    return run
+
+
+def record_run(profile: Profile, run: ReconcileRun) -> None:
+    """Append the run's findings to ``_makini_reconcile_runs`` (one row per connection and table)."""
+    rows = []
+    for result in run.results:
+        row = asdict(result)
+        row["table_name"] = row.pop("table")
+        rows.append({"run_id": run.run_id, "started_at": run.started_at, "finished_at": run.finished_at,
+                     "dry_run": run.dry_run, **row})
+    if not rows:
+        return
+    pipeline = make_pipeline(profile, RUNS_PIPELINE)
+    with dataset_lock(profile.name):
+        pipeline.extract(dlt.resource(rows, name=RUNS_TABLE, write_disposition="append"),
+                         loader_file_format=profile.loader_file_format)
+        pipeline.normalize()
+        profile.load(pipeline)
+
+
+def render_run(run: ReconcileRun) -> str:
+    """The operator's summary: per connection and table, what was found and done."""
+    mode = "dry run, nothing changed" if run.dry_run else "repaired"
+    seconds = (run.finished_at - run.started_at).total_seconds()
+    lines = [f"makini reconcile ({mode}): {seconds:.1f} s, run {run.run_id}",
+             f"  {'connection':<16}{'table':<30}{'missing':>8}{'stale':>8}{'ghosts':>8}{'newer':>8}"
+             f"{'loaded':>8}{'deleted':>8}{'fetched':>9}  status"]
+    for r in run.results:
+        status = "ok" if r.complete and not r.error else f"INCOMPLETE: {r.error or 'the walk did not finish'}"
+        lines.append(f"  {r.connection_id:<16}{r.table:<30}{r.missing:>8}{r.stale:>8}{r.ghosts:>8}"
+                     f"{r.newer_in_warehouse:>8}{r.loaded:>8}{r.deleted:>8}{r.fetched_records:>9}  {status}")
+    fetched = sum(r.fetched_records for r in run.results)
+    pages = sum(r.fetched_pages for r in run.results)
+    lines.append(f"  fetched {fetched} whole records in {pages} pages: the API cannot list ids alone, "
+                 "so reconcile walks every record (schedule it nightly)")
+    return "\n".join(lines)

@@ -8,10 +8,10 @@ from .sync import SyncResult
 def render_summary(result: SyncResult) -> str:
     lines = [
         f"makini sync into {result.destination}: {result.seconds:.1f} s",
-        f"  {'table':<32}{'loaded':>10}{'inserted':>10}{'updated':>10}{'total':>10}",
+        f"  {'table':<32}{'loaded':>10}{'inserted':>10}{'updated':>10}{'unchanged':>10}{'total':>10}",
     ]
     for table, s in result.tables.items():
-        lines.append(f"  {table:<32}{s.loaded:>10}{s.inserted:>10}{s.updated:>10}{s.total:>10}")
+        lines.append(f"  {table:<32}{s.loaded:>10}{s.inserted:>10}{s.updated:>10}{s.unchanged:>10}{s.total:>10}")
     changes = result.report.schema_changes
     if changes:
         lines.append(f"  schema changes: {len(changes)} new column(s) or variant(s), in makini._makini_schema_changes")

@@ -33,6 +33,7 @@ class TableStats:
     loaded: int = 0
     inserted: int = 0
     updated: int = 0
+    unchanged: int = 0  # versions read again and not loaded (at or under the bookmark's cap)
     total: int = 0
 
 
@@ -75,6 +76,8 @@ def run_sync(
     rows_per_load: Optional[int] = DEFAULT_ROWS_PER_LOAD,
     backfill: bool = False,
     checkpoints: bool = True,
+    collect_versions: bool = False,
+    dry_run: bool = False,
 ) -> SyncResult:
     """Sync the chosen entities into ``profile``'s destination.
 
@@ -82,7 +85,8 @@ def run_sync(
     so memory stays flat however large a connection is, and each load commits
     the walks' cursors with its data. Connection failures are collected in the
     result (the other connections still load); configuration and load
-    failures raise.
+    failures raise. ``collect_versions`` and ``dry_run`` serve reconcile
+    (``makini_source``); a dry run keeps no checkpoints.
     """
     started = time.monotonic()
     release_memory_eagerly()
@@ -97,6 +101,8 @@ def run_sync(
         "backfill": backfill,
         "registry": registry,
         "text_without_nul": profile.text_without_nul,
+        "collect_versions": collect_versions,
+        "dry_run": dry_run,
     }
     if base_url is not None:
         source_args["base_url"] = base_url
@@ -108,7 +114,7 @@ def run_sync(
     with dataset_lock(profile.name), RunDatabase(profile) as database:
         pipeline = make_pipeline(database.profile, pipeline_name, progress=progress)
         spool_root = Path(pipeline.working_dir) / "makini_spool"
-        if checkpoints:
+        if checkpoints and not dry_run:
             source_args["spool_root"] = str(spool_root)
         pipeline = finish_pending_loads(pipeline, profile, chosen, report.set_aside)
         # after the pending loads: a run killed between committing its package
@@ -122,10 +128,14 @@ def run_sync(
     after = count_rows(pipeline, loop.tables) if profile.documents else loop.after
 
     result = SyncResult(profile.name, report, seconds=time.monotonic() - started)
+    unchanged: dict[str, int] = {}
+    for (_, table), count in report.unchanged.items():
+        unchanged[table] = unchanged.get(table, 0) + count
     for table in loop.tables:
         n = loop.loaded.get(table, 0)
         inserted = max(after.get(table, 0) - loop.before.get(table, 0), 0)
         result.tables[table] = TableStats(
-            loaded=n, inserted=min(inserted, n), updated=max(n - inserted, 0), total=after.get(table, 0)
+            loaded=n, inserted=min(inserted, n), updated=max(n - inserted, 0), unchanged=unchanged.get(table, 0),
+            total=after.get(table, 0),
         )
     return result

@@ -3,7 +3,7 @@
     serve     [--port 8000] [--host 127.0.0.1] [--with-processor --destination NAME]
     process   [--once] [--destination NAME] [--poll-window SECONDS]
     dlq       list | replay [WEBHOOK_ID ...]
-    reconcile [--destination NAME] [--entities a,b]
+    reconcile [--destination NAME] [--entities a,b] [--dry-run]   (= python -m pipelines.reconcile)
 
 The webhook secret is dlt config ``sources.makini.webhook_secret`` (env
 SOURCES__MAKINI__WEBHOOK_SECRET; a list during rotation). The inbox is
@@ -51,9 +51,10 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     dlq = sub.add_parser("dlq", help="inspect or re-queue dead-lettered events")
     dlq.add_argument("action", choices=["list", "replay"])
     dlq.add_argument("webhook_ids", nargs="*")
-    reconcile = sub.add_parser("reconcile", help="compare API and warehouse counts, backfill what is missing")
+    reconcile = sub.add_parser("reconcile", help="python -m pipelines.reconcile: repair missing, stale and ghost rows")
     reconcile.add_argument("--destination", default="duckdb")
     reconcile.add_argument("--entities", default=None)
+    reconcile.add_argument("--dry-run", action="store_true")
     return parser.parse_args(argv)
 
 
@@ -129,15 +130,11 @@ def dead_letters(inbox: Inbox, args: argparse.Namespace) -> int:
 
 
 def reconcile_command(args: argparse.Namespace) -> int:
-    from makini_sync.reconcile import reconcile
+    """The same reconcile as ``python -m pipelines.reconcile``."""
+    from pipelines.reconcile import run
 
-    results = reconcile(load_profile(args.destination), dlt.config.get("sources.makini.base_url"),
-                        dlt.secrets.get("sources.makini.api_token"),
-                        args.entities.split(",") if args.entities else None)
-    print(f"{'connection':<16}{'table':<30}{'api':>8}{'before':>8}{'after':>8}")
-    for r in results:
-        print(f"{r.connection_id:<16}{r.table:<30}{r.api_count:>8}{r.warehouse_before:>8}{r.warehouse_after:>8}")
-    return 0 if all(r.warehouse_after >= r.api_count for r in results) else 1
+    args.sandbox, args.dry_run = False, getattr(args, "dry_run", False)
+    return run(args)
 
 
 def main(argv: Optional[list[str]] = None) -> int:

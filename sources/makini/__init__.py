@@ -18,6 +18,7 @@ import dlt
 from dlt.sources import DltResource
 
 from .client import RetryPolicy, located
+from .completeness import lookback_setting
 from .connections import Connection, open_connections
 from .report import SyncReport
 from .entity_config import EntityRegistry, load_registry
@@ -43,6 +44,9 @@ def makini_source(
     registry: Optional[EntityRegistry] = None,
     stored_kinds: Optional[dict] = None,
     text_without_nul: bool = False,
+    lookback_seconds: Optional[Any] = dlt.config.value,  # validated by lookback_setting, with a message saying what to write
+    collect_versions: bool = False,
+    dry_run: bool = False,
 ) -> list[DltResource]:
     """Makini entities for the connections whose tokens ``api_token`` holds.
 
@@ -61,23 +65,30 @@ def makini_source(
     ``stored_kinds``: table -> column -> type at the destination, for columns
     the pipeline's schema lacks (``column_kinds.py``). ``text_without_nul``:
     the destination's text cannot hold U+0000 (PostgreSQL), so such text lands
-    as UTF-8 bytes in a binary variant column.
+    as UTF-8 bytes in a binary variant column. ``lookback_seconds``: how far
+    below the connection's completeness bound bookmarks stay (``completeness.py``;
+    unset: 0 while ``/sync-status`` answers, a day when it does not).
+    ``collect_versions``: note in ``report`` every (id, updated_at) seen and
+    which walks were whole (reconcile's evidence). ``dry_run``: walk and
+    report, but yield nothing and leave the bookmarks as they were.
     """
     registry = registry if registry is not None else load_registry()
+    lookback = lookback_setting(lookback_seconds)
     report = report if report is not None else SyncReport()
     connections = open_connections(base_url, api_token, retry_policy or RetryPolicy())
-    budget = LoadBudget(max_rows_per_load)
+    budget = LoadBudget(None if dry_run else max_rows_per_load)  # nothing is yielded: one extraction
     return [
         entity_resource(EntityWalk(e, report, budget, fence, documents, backfill,
-                                   Path(spool_root) if spool_root else None, text_without_nul),
-                        connections, registry, only, stored_kinds)
+                                   None if dry_run else Path(spool_root) if spool_root else None,
+                                   text_without_nul, lookback, collect_versions),
+                        connections, registry, only, stored_kinds, dry_run)
         for e in registry.resolve(entities)
     ]
 
 
 def entity_resource(
     walker: EntityWalk, connections: list[Connection], registry: EntityRegistry, only: Optional[set] = None,
-    stored_kinds: Optional[dict] = None,
+    stored_kinds: Optional[dict] = None, dry_run: bool = False,
 ) -> DltResource:
     entity, report = walker.entity, walker.report
 
@@ -92,6 +103,10 @@ def entity_resource(
                 served = registry.for_connection(connection_id, entity.table)
                 if served is None:
                     continue  # an entity only other connections have
+                if dry_run:  # a copy of the bookmark: nothing is loaded, so it must not move
+                    for _ in walker.run(connection_id, connection, dict(bookmarks.get(connection_id, {})), served):
+                        pass
+                    continue
                 state = bookmarks.setdefault(connection_id, {})
                 yield from walker.run(connection_id, connection, state, served)
             except Exception as exc:  # noqa: BLE001 - every failure is reported, the others go on

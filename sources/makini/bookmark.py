@@ -6,14 +6,15 @@ child tables included (which lack ``updated_at``), it can only advance its
 Makini needs three things it cannot give:
 
 * **A capped bookmark.** The next run starts from ``min(newest updated_at
-  seen, server time when this walk started)``, so a record whose change
-  became visible late (a long transaction in the source system) but carries
-  an earlier ``updated_at`` is still caught by the next run.
+  seen, the connection's completeness bound)`` (``completeness.py``), so a
+  record whose change Makini publishes late, with an earlier ``updated_at``,
+  is still caught by the next run.
 * **Boundary deduplication.** ``modified_after`` is inclusive and the cap may
   sit below records already loaded, so the bookmark remembers the versions
   (id, ``updated_at``) loaded at or after it, and the next run drops those
   (equal ``updated_at`` = same version): a run with no changes loads nothing.
-* **Mid-walk checkpoints** (see ``sources/makini/checkpoint.py``).
+* **Mid-walk resumption**: the watermark of a walk that spans several loads
+  is saved in dlt state with each load (``Watermark.to_state``, ``walk.py``).
 
 The bookmark still lives in dlt state (``dlt.current.resource_state()``), so it
 is saved with the load package and shown by ``dlt pipeline makini_sync info``.
@@ -86,9 +87,11 @@ class Bookmark:
 class Watermark:
     """Tracks what one walk saw, to produce the next bookmark.
 
-    ``cap`` is the server's time when the walk started. Versions are remembered
-    only at the running maximum and at or after the cap, so memory stays flat
-    however many records the walk returns.
+    ``cap`` is the latest bookmark the walk may keep: the connection's
+    completeness bound, less the lookback (``completeness.py``). Versions are
+    remembered only at the running maximum and at or after the cap, at most
+    ``MAX_REMEMBERED`` of them, so memory stays flat however many records the
+    walk returns.
     """
 
     def __init__(self, previous: Bookmark, cap: Optional[datetime]) -> None:
@@ -99,7 +102,7 @@ class Watermark:
         self._recent: dict[str, datetime] = {}  # id -> updated_at, for updated_at >= cap
 
     def to_state(self) -> dict:
-        """What a walk interrupted between loads needs to go on (see ``WalkState``)."""
+        """What a walk interrupted between loads needs to go on (``walk.py`` saves it)."""
         return {
             "cap": iso_ms(self.cap) if self.cap else None,
             "newest": iso_ms(self.newest) if self.newest else None,
@@ -137,15 +140,14 @@ class Watermark:
     def next_bookmark(self) -> Bookmark:
         if self.newest is None:
             return self.previous  # nothing new: keep where we were
-        capped = self.cap is not None and self.newest >= self.cap
-        if capped and len(self._recent) > MAX_REMEMBERED:
-            logger.warning(
-                "more than %d records are newer than the server's clock at walk start; "
-                "not capping the bookmark (are the API's clocks skewed?)",
-                MAX_REMEMBERED,
-            )
-            capped = False
-        if not capped:
+        if self.cap is None or self.newest < self.cap:
             stamp = iso_ms(self.newest)
             return Bookmark(stamp, {rid: stamp for rid in self._ids_at_newest})
+        if len(self._recent) > MAX_REMEMBERED:
+            # the cap holds (passing it can lose records for ever); versions past the
+            # memory load again next run and merge onto themselves
+            logger.warning(
+                "more than %d records are newer than the bookmark's cap %s; the next run reads them again",
+                MAX_REMEMBERED, iso_ms(self.cap),
+            )
         return Bookmark(iso_ms(self.cap), {rid: iso_ms(ts) for rid, ts in self._recent.items()})

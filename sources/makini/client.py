@@ -325,15 +325,24 @@ def _log_retry(state: RetryCallState) -> None:
 def make_session(policy: RetryPolicy) -> Session:
     """A requests session whose ``send`` retries per ``policy``."""
     session = Session(timeout=policy.timeout_seconds, raise_for_status=False)
-    retrying = Retrying(
+    send = reading_whole_body(session.send)
+    session.send = _retrying(policy, policy.budget_seconds).wraps(send)  # type: ignore[method-assign]
+    # status reads that may fall back (completeness.py) retry for a short while only
+    session.send_briefly = _retrying(policy, min(policy.budget_seconds, BRIEF_BUDGET_SECONDS)).wraps(send)
+    return session
+
+
+BRIEF_BUDGET_SECONDS = 20.0
+
+
+def _retrying(policy: RetryPolicy, budget_seconds: float) -> Retrying:
+    return Retrying(
         retry=retry_if_exception_type((RetriableError, *TRANSPORT_ERRORS)),
         wait=policy.wait,
-        stop=stop_after_delay(policy.budget_seconds),
+        stop=stop_after_delay(budget_seconds),
         before_sleep=_log_retry,
         reraise=True,
     )
-    session.send = retrying.wraps(reading_whole_body(session.send))  # type: ignore[method-assign]
-    return session
 
 
 BODY_CHUNK_BYTES = 1 << 20
@@ -385,9 +394,11 @@ class MakiniClient(RESTClient):
             )
         return [Page(data, body.get("next_cursor"), body.get("total_count"))]
 
-    def get_json(self, path: str) -> Any:
-        """GET one non-paged resource (the status endpoints)."""
-        response = self.session.send(
+    def get_json(self, path: str, brief: bool = False) -> Any:
+        """GET one non-paged resource (the status endpoints); ``brief`` retries for
+        ``BRIEF_BUDGET_SECONDS`` at most (a caller that has a fallback)."""
+        send = self.session.send_briefly if brief else self.session.send
+        response = send(
             self.session.prepare_request(
                 self._create_request(path, "GET", hooks={"response": [raise_for_makini_error]})
             )

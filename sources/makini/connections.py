@@ -8,7 +8,10 @@ from typing import Any, Optional
 
 import orjson
 
+from datetime import timedelta
+
 from .client import MakiniClient, RetryPolicy, located
+from .completeness import CompletenessBound, read_bound
 from .errors import ConfigurationError, MakiniError
 
 logger = logging.getLogger(__name__)
@@ -49,6 +52,7 @@ class Connection:
     id: Optional[str] = None
     system: Optional[str] = None
     error: Optional[MakiniError] = field(default=None, repr=False)
+    bound: Optional[CompletenessBound] = field(default=None, repr=False)
 
     @property
     def name(self) -> str:
@@ -68,6 +72,13 @@ class Connection:
                 raise self.error from None
             self.id, self.system = info["id"], info.get("system")
         return self.id
+
+
+    def completeness(self, lookback: Optional[timedelta]) -> CompletenessBound:
+        """The connection's completeness bound, read once (``completeness.py``)."""
+        if self.bound is None:
+            self.bound = read_bound(self.client, self.name, lookback)
+        return self.bound
 
 
 def open_connections(base_url: str, api_token: Any, policy: RetryPolicy) -> list[Connection]:

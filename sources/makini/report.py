@@ -5,8 +5,12 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .errors import MakiniError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 logger = logging.getLogger(__name__)
 
@@ -15,11 +19,20 @@ logger = logging.getLogger(__name__)
 class SyncReport:
     pages: Counter = field(default_factory=Counter)  # (connection, table) -> pages
     records: Counter = field(default_factory=Counter)  # (connection, table) -> records yielded
+    unchanged: Counter = field(default_factory=Counter)  # (connection, table) -> versions read again, not loaded
     failures: list[MakiniError] = field(default_factory=list)
     unfinished: set = field(default_factory=set)  # (connection, table) walks to go on with
     paths: Counter = field(default_factory=Counter)  # pages by conversion path (client.Page.path, or "rows")
     schema_changes: list = field(default_factory=list)  # column_kinds.SchemaChange, in the order seen
     set_aside: list = field(default_factory=list)  # pending_packages.SetAside: packages that failed twice
+    # reconcile's evidence (EntityWalk.collect_versions): (connection, table) -> Arrow tables of
+    # (id, updated_at) seen, and the walks that went from the first page to the last in this run
+    versions: dict = field(default_factory=dict)
+    started_whole: set = field(default_factory=set)
+    walked_whole: set = field(default_factory=set)
+
+    def saw_versions(self, connection: str, table: str, versions: "pa.Table") -> None:
+        self.versions.setdefault((connection, table), []).append(versions)
 
     def schema_changed(self, changes: list) -> None:
         self.schema_changes.extend(changes)

@@ -15,7 +15,7 @@ import email.utils
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterator, Optional
 
 import dlt
@@ -104,6 +104,8 @@ class EntityWalk:
     backfill: bool = False  # walk everything, ignoring the bookmark (reconcile)
     spool_root: Optional[Path] = None  # page checkpoints (spool.py); None: off
     text_without_nul: bool = False  # the destination's text cannot hold U+0000 (column_kinds.py)
+    lookback: Optional[timedelta] = None  # below the completeness bound (completeness.py); None: its default
+    collect_versions: bool = False  # note every (id, updated_at) seen and whole walks (reconcile)
 
     def __post_init__(self) -> None:
         self.hints = entity_hints(self.entity)
@@ -138,6 +140,7 @@ class EntityWalk:
         if self.budget.exhausted:
             self.report.unfinished.add((connection_id, entity.table))
             return
+        bound = connection.completeness(self.lookback)  # read before the first page: it bounds what the walk sees
         saved = state.get("walk")
         from_scratch = bool(saved.get("backfill")) if saved else self.backfill
         bookmark = Bookmark() if from_scratch else Bookmark.from_state(state)
@@ -151,6 +154,9 @@ class EntityWalk:
         if spool and not replay:
             spool.start(base)
         resume = replay[-1].cursor if replay else base["cursor"]
+        walk_key = (connection_id, entity.table)
+        if self.collect_versions and from_scratch and base["cursor"] is None:
+            self.report.started_whole.add(walk_key)  # only a walk from the first page is whole evidence
         converter = PageConverter(entity, connection_id, documents=self.documents, kinds=self.kinds)
         progress = f"{entity.table} {connection_id}"
         batches = Batches(self.hints)
@@ -178,7 +184,7 @@ class EntityWalk:
         for page in prefetched(pages):
             next_cursor, total_count, request_id = page.cursor, page.total_count, page.request_id
             if watermark is None:
-                watermark = Watermark(bookmark, server_time(page.date))
+                watermark = Watermark(bookmark, bound.cap(server_time(page.date)))
             if isinstance(page.records, pa.Table):
                 records = bookmark.drop_loaded(page.records, entity.primary_key, entity.updated_at)
                 tables = converter.convert_arrow(records, request_id)
@@ -198,6 +204,8 @@ class EntityWalk:
                 yield schema_change_rows(changes)
             main = tables[entity.table]
             ids = main[ID_COLUMN].to_pylist() if ID_COLUMN in main.column_names else []
+            if self.collect_versions and main.num_rows:
+                self.report.saw_versions(connection_id, entity.table, main.select([ID_COLUMN, UPDATED_AT_COLUMN]))
             if position is not None and not in_package.isdisjoint(ids):
                 # A record changed while the walk paged came round again: the package
                 # ends before this page, so the next one holds the newer version and no
@@ -212,6 +220,7 @@ class EntityWalk:
             self.report.page(connection_id, entity.table, tables[entity.table].num_rows)
             if self.fence is not None:
                 tables = self.fence(entity, tables)
+            self.report.unchanged[(connection_id, entity.table)] += seen - tables[entity.table].num_rows
             self.collector.update(progress, inc=seen, total=total_count)
             for name, table in tables.items():
                 self.budget.spend(table.num_rows)
@@ -225,6 +234,8 @@ class EntityWalk:
         state.pop("walk", None)
         if watermark is not None:
             state.update(watermark.next_bookmark().to_state())
+        if walk_key in self.report.started_whole:
+            self.report.walked_whole.add(walk_key)
 
 
 SCHEMA_CHANGE_HINTS = dlt.mark.make_hints(

@@ -1,0 +1,75 @@
+"""python -m pipelines.reconcile: make the warehouse equal what Makini holds.
+
+Finds missing, stale and ghost rows per connection and table by comparing
+(id, updated_at) sets, loads the missing and stale ones and deletes the
+ghosts (``makini_sync/reconcile.py``). ``--dry-run`` only reports.
+
+Exit codes: 0 every walk finished; 1 a connection or a walk failed (nothing
+was deleted for it); 2 the configuration or the command line is wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Optional
+
+from dlt.common.configuration.exceptions import ConfigFieldMissingException
+from dlt.pipeline.exceptions import PipelineStepFailed
+
+from makini_sync.load_errors import failure_cause
+from makini_sync.profiles import load_profile
+from makini_sync.reconcile import reconcile, render_run
+from makini_sync.run_database import DatabaseUnavailable
+from pipelines.sync import makini_endpoint
+from sources.makini.errors import ConfigurationError
+
+
+def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m pipelines.reconcile", description=__doc__.split("\n")[0])
+    parser.add_argument("--destination", default="duckdb", help="a profile in destinations.toml (default: duckdb)")
+    parser.add_argument("--entities", default=None, help="comma-separated, e.g. purchase_orders,vendors (default: all)")
+    parser.add_argument("--dry-run", action="store_true", help="report what differs; change nothing")
+    parser.add_argument("--sandbox", action="store_true", help="reconcile against the bundled Makini sandbox")
+    parser.add_argument("--sandbox-size", type=int, default=2000, help="purchase orders per sandbox connection")
+    parser.add_argument("--sandbox-shapes", default=None, help="one sandbox connection per deployment shape")
+    parser.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING (default) or ERROR")
+    return parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Reconcile as ``args`` say, print the summary, and return the exit code."""
+    try:
+        profile = load_profile(args.destination)
+        with makini_endpoint(args) as endpoint:
+            result = reconcile(profile, endpoint.get("base_url"), endpoint.get("api_token"),
+                               args.entities.split(",") if args.entities else None, dry_run=args.dry_run)
+    except ConfigurationError as exc:
+        print(f"makini reconcile: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except ConfigFieldMissingException as exc:
+        print(f"makini reconcile: missing configuration: {exc}", file=sys.stderr)
+        return 2
+    except DatabaseUnavailable as exc:
+        print(f"makini reconcile: {exc}", file=sys.stderr)
+        return 1
+    except PipelineStepFailed as exc:
+        print(f"makini reconcile: the {exc.step} step failed: {failure_cause(exc)}", file=sys.stderr)
+        return 1
+    print(render_run(result))
+    if not result.ok:
+        print("makini reconcile: some walks did not finish; nothing was deleted for them (see INCOMPLETE)",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
