@@ -78,6 +78,7 @@ def run_sync(
     checkpoints: bool = True,
     collect_versions: bool = False,
     dry_run: bool = False,
+    stored_versions: Optional[dict] = None,
 ) -> SyncResult:
     """Sync the chosen entities into ``profile``'s destination.
 
@@ -85,8 +86,8 @@ def run_sync(
     so memory stays flat however large a connection is, and each load commits
     the walks' cursors with its data. Connection failures are collected in the
     result (the other connections still load); configuration and load
-    failures raise. ``collect_versions`` and ``dry_run`` serve reconcile
-    (``makini_source``); a dry run keeps no checkpoints.
+    failures raise. ``collect_versions``, ``dry_run`` and ``stored_versions``
+    serve reconcile (``makini_source``); a dry run keeps no checkpoints.
     """
     started = time.monotonic()
     release_memory_eagerly()
@@ -103,6 +104,7 @@ def run_sync(
         "text_without_nul": profile.text_without_nul,
         "collect_versions": collect_versions,
         "dry_run": dry_run,
+        "stored_versions": stored_versions,
     }
     if base_url is not None:
         source_args["base_url"] = base_url

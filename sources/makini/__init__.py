@@ -47,6 +47,7 @@ def makini_source(
     lookback_seconds: Optional[Any] = dlt.config.value,  # validated by lookback_setting, with a message saying what to write
     collect_versions: bool = False,
     dry_run: bool = False,
+    stored_versions: Optional[dict] = None,
 ) -> list[DltResource]:
     """Makini entities for the connections whose tokens ``api_token`` holds.
 
@@ -71,6 +72,8 @@ def makini_source(
     ``collect_versions``: note in ``report`` every (id, updated_at) seen and
     which walks were whole (reconcile's evidence). ``dry_run``: walk and
     report, but yield nothing and leave the bookmarks as they were.
+    ``stored_versions``: (connection, table) -> {id: updated_at} the
+    destination holds; a backfill does not load those versions again.
     """
     registry = registry if registry is not None else load_registry()
     lookback = lookback_setting(lookback_seconds)
@@ -80,7 +83,7 @@ def makini_source(
     return [
         entity_resource(EntityWalk(e, report, budget, fence, documents, backfill,
                                    None if dry_run else Path(spool_root) if spool_root else None,
-                                   text_without_nul, lookback, collect_versions),
+                                   text_without_nul, lookback, collect_versions, stored_versions),
                         connections, registry, only, stored_kinds, dry_run)
         for e in registry.resolve(entities)
     ]

@@ -106,6 +106,8 @@ class EntityWalk:
     text_without_nul: bool = False  # the destination's text cannot hold U+0000 (column_kinds.py)
     lookback: Optional[timedelta] = None  # below the completeness bound (completeness.py); None: its default
     collect_versions: bool = False  # note every (id, updated_at) seen and whole walks (reconcile)
+    # (connection, table) -> {id: updated_at} the destination stores: a backfill skips those versions (reconcile)
+    stored_versions: Optional[dict] = None
 
     def __post_init__(self) -> None:
         self.hints = entity_hints(self.entity)
@@ -144,6 +146,8 @@ class EntityWalk:
         saved = state.get("walk")
         from_scratch = bool(saved.get("backfill")) if saved else self.backfill
         bookmark = Bookmark() if from_scratch else Bookmark.from_state(state)
+        stored = (self.stored_versions or {}).get((connection_id, entity.table)) if from_scratch else None
+        skip = Bookmark(None, stored) if stored else bookmark  # versions not to load again
         watermark = Watermark.from_state(bookmark, saved) if saved else None
         params: dict[str, Any] = {"limit": entity.max_page_size}
         if bookmark.modified_after:
@@ -185,14 +189,16 @@ class EntityWalk:
             next_cursor, total_count, request_id = page.cursor, page.total_count, page.request_id
             if watermark is None:
                 watermark = Watermark(bookmark, bound.cap(server_time(page.date)))
+            if self.collect_versions:
+                self.report.saw_versions(connection_id, entity.table, served_versions(page.records, entity))
             if isinstance(page.records, pa.Table):
-                records = bookmark.drop_loaded(page.records, entity.primary_key, entity.updated_at)
+                records = skip.drop_loaded(page.records, entity.primary_key, entity.updated_at)
                 tables = converter.convert_arrow(records, request_id)
                 seen = page.records.num_rows
             else:
                 fresh = [
                     r for r in page.records
-                    if not (isinstance(r, dict) and bookmark.already_loaded(
+                    if not (isinstance(r, dict) and skip.already_loaded(
                         str(r.get(entity.primary_key)), r.get(entity.updated_at)))
                 ]
                 tables = converter.convert(fresh, request_id)
@@ -204,8 +210,6 @@ class EntityWalk:
                 yield schema_change_rows(changes)
             main = tables[entity.table]
             ids = main[ID_COLUMN].to_pylist() if ID_COLUMN in main.column_names else []
-            if self.collect_versions and main.num_rows:
-                self.report.saw_versions(connection_id, entity.table, main.select([ID_COLUMN, UPDATED_AT_COLUMN]))
             if position is not None and not in_package.isdisjoint(ids):
                 # A record changed while the walk paged came round again: the package
                 # ends before this page, so the next one holds the newer version and no
@@ -250,6 +254,23 @@ def schema_change_rows(changes: list) -> Any:
     """The changes as rows of ``_makini_schema_changes`` (one per connection, table, column)."""
     rows = pa.Table.from_pylist([c.row() for c in changes])
     return dlt.mark.with_hints(rows, SCHEMA_CHANGE_HINTS, create_table_variant=True)
+
+
+def served_versions(records: Any, entity: Entity) -> pa.Table:
+    """(id, updated_at) of a page as the API sent it, in canonical names (reconcile's evidence)."""
+    if isinstance(records, pa.Table):
+        names = records.column_names
+        if entity.primary_key in names and entity.updated_at in names:
+            return pa.table({ID_COLUMN: records[entity.primary_key].cast(pa.string()),
+                             UPDATED_AT_COLUMN: records[entity.updated_at]})
+        records = records.to_pylist()
+    rows = [r for r in records if isinstance(r, dict)]
+    return pa.table({ID_COLUMN: pa.array([str(r.get(entity.primary_key)) for r in rows], pa.string()),
+                     UPDATED_AT_COLUMN: pa.array([_text(r.get(entity.updated_at)) for r in rows], pa.string())})
+
+
+def _text(value: Any) -> Optional[str]:
+    return None if value is None else str(value)
 
 
 def walk_base(saved: Optional[dict], modified_after: Optional[str], backfill: bool) -> dict:
