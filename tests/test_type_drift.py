@@ -12,6 +12,7 @@ import logging
 
 import duckdb
 import orjson
+import pyarrow as pa
 import requests
 
 from makini_sandbox import Sandbox
@@ -59,6 +60,17 @@ def test_values_that_do_not_fit_their_column_land_in_variants():
     changes = {(c.column_name, c.request_id) for c in kinds.take_changes()}
     assert ("scheduled_start__v_timestamp", "req_1") in changes and ("priority__v_text", "req_1") in changes
     assert not any(column == "priority" for column, _ in changes)  # the first page's columns are no change
+
+
+def test_a_column_of_nulls_fits_any_kind():
+    """Text nulls only (a page whose dated rows reconcile skipped) add no variant."""
+    from sources.makini.column_kinds import fit
+
+    for target in ("timestamp", "date", "bigint", "double", "bool"):
+        fitting, rest = fit(pa.array([None] * 5, pa.string()), target)
+        assert rest is None and fitting.null_count == 5, target
+    fitting, rest = fit(pa.array([None, "P2"], pa.string()), "bigint")
+    assert rest.to_pylist() == [None, "P2"]
 
 
 def test_strings_that_look_like_timestamps_stay_strings():

@@ -70,18 +70,17 @@ class Bookmark:
 
 
     def drop_loaded(self, records: pa.Table, id_field: str, updated_field: str) -> pa.Table:
-        """``records`` without the versions an earlier walk loaded (Arrow twin of ``already_loaded``)."""
+        """``records`` without the versions an earlier walk loaded (Arrow twin of ``already_loaded``).
+
+        A dict lookup per row rather than ``pc.is_in``: reconcile's map holds every
+        stored version, and building its Arrow value set for each page took more
+        memory than the walk itself (benchmarks/reconcile_benchmark.py)."""
         if not self.loaded or records.num_rows == 0:
             return records
-        ids = records[id_field].cast(pa.string())
-        candidates = pc.is_in(ids, value_set=pa.array(list(self.loaded), pa.string()))
-        if not pc.any(candidates).as_py():
-            return records
-        keep = [
-            not (hit and self.loaded.get(rid) == stamp)
-            for rid, stamp, hit in zip(ids.to_pylist(), records[updated_field].to_pylist(), candidates.to_pylist())
-        ]
-        return records.filter(pa.array(keep))
+        loaded = self.loaded
+        ids = records[id_field].cast(pa.string()).to_pylist()
+        keep = [loaded.get(rid) != stamp for rid, stamp in zip(ids, records[updated_field].to_pylist())]
+        return records if all(keep) else records.filter(pa.array(keep))
 
 
 class Watermark:

@@ -219,6 +219,8 @@ def fit(values: pa.Array, target: str) -> tuple[Optional[pa.Array], Optional[pa.
     own = kind_of(values.type)
     if own == target:
         return _cast(values, arrow), None
+    if values.null_count == len(values):  # nulls in a typed array (a page of nulls): nothing to vary
+        return pa.nulls(len(values), arrow), None
     mask = _fits_mask(values, own, target)
     if mask is None:
         return pa.nulls(len(values), arrow), values
