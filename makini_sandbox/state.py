@@ -239,7 +239,8 @@ class SandboxState:
                 hook = self._record_hook(events, entity, store)
                 names = store.names
                 for key in ("hard_deleted", "soft_deleted", "updated"):
-                    out[key] = [rid for rid in out[key] if rid in store]  # a held change can outlive its record
+                    # a held change can outlive its record, or be overtaken by a newer visible one
+                    out[key] = [rid for rid in out[key] if rid in store and store.updated_ms(rid) < now]
                 for rid in out["hard_deleted"]:
                     store.remove(rid)
                     hook("record.deleted", rid, {names.id: rid, names.updated_at: now_iso, names.deleted_at: now_iso})

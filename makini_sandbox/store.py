@@ -172,6 +172,10 @@ class EntityStore:
             return orjson.loads(self._base[rid])
         return orjson.loads(self._recs[rid].raw)
 
+    def updated_ms(self, rid: str) -> int:
+        """The record's updated_at in milliseconds (KeyError if absent)."""
+        return self._recs[rid].key[0]
+
     def is_exact(self, rid: str) -> bool:
         return rid in self._exact
 

@@ -14,6 +14,7 @@ contract's promise holds at every moment.
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -36,20 +37,24 @@ class Visibility:
     synced_ms: int  # when the sandbox's Makini sync last published
     held: list[HeldChange] = field(default_factory=list)
     answer: str = "bound"  # how /sync-status answers: SYNC_STATUS_ANSWERS
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def hold(self, change: HeldChange) -> None:
-        self.held.append(change)
+        with self.lock:
+            self.held.append(change)
 
     def bound_ms(self, last_change_ms: int) -> int:
         """`last_successful_sync_at`: every change at or before it is visible."""
         bound = max(self.synced_ms, last_change_ms)
-        if self.held:
-            bound = min(bound, min(c.updated_ms for c in self.held) - 1)
+        with self.lock:
+            if self.held:
+                bound = min(bound, min(c.updated_ms for c in self.held) - 1)
         return bound
 
     def publish(self, now_ms: int) -> int:
         """The scheduled sync: every held change becomes visible, in the order it was made."""
-        held, self.held = self.held, []
+        with self.lock:
+            held, self.held = self.held, []
         for change in held:
             change.publish()
         self.synced_ms = max(self.synced_ms, now_ms)

@@ -142,21 +142,25 @@ def warehouse_versions(profile: Profile, entity: Entity, connection_id: str) -> 
         docs = list(db[entity.table].find({CONNECTION_COLUMN: connection_id}, {ID_COLUMN: 1, UPDATED_AT_COLUMN: 1}))
         return version_table([d[ID_COLUMN] for d in docs], [d.get(UPDATED_AT_COLUMN) for d in docs])
     pipeline = make_pipeline(profile, "makini_sync")
+    chunks = []
     with pipeline.sql_client() as client:
         if not client.has_dataset():
             return version_table([], [])
+        sql = (f"SELECT {client.escape_column_name(ID_COLUMN)}, {client.escape_column_name(UPDATED_AT_COLUMN)}"
+               f" FROM {client.make_qualified_table_name(entity.table)}"
+               f" WHERE {client.escape_column_name(CONNECTION_COLUMN)} = %s")
         try:
-            rows = client.execute_sql(
-                f"SELECT {client.escape_column_name(ID_COLUMN)}, {client.escape_column_name(UPDATED_AT_COLUMN)}"
-                f" FROM {client.make_qualified_table_name(entity.table)}"
-                f" WHERE {client.escape_column_name(CONNECTION_COLUMN)} = %s",
-                connection_id,
-            ) or []
+            with client.execute_query(sql, connection_id) as cursor:
+                # in chunks, each Arrow at once: a million rows as Python tuples would take 200 MB
+                for rows in cursor.iter_fetch(SNAPSHOT_CHUNK):
+                    chunks.append(version_table([r[0] for r in rows], [r[1] for r in rows]))
         except Exception as exc:  # noqa: BLE001 - the table does not exist yet: nothing stored
             if not _is_missing_table(exc):
                 raise
-            rows = []
-    return version_table([r[0] for r in rows], [r[1] for r in rows])
+    return pa.concat_tables(chunks) if chunks else version_table([], [])
+
+
+SNAPSHOT_CHUNK = 50_000
 
 
 def _is_missing_table(exc: Exception) -> bool:
@@ -221,6 +225,7 @@ def reconcile(
         result.error = failures.get(key) or failures.get((key[0], "connection"))
         result.complete = key in report.walked_whole and result.error is None
         if not result.complete:
+            result.ghosts = 0  # unknown: a record not seen by a partial walk may be listed still
             continue  # deleting on incomplete evidence is the worst outcome
         if not dry_run:
             for record_id, stored_at in drift.ghosts:

@@ -132,3 +132,18 @@ def test_the_bound_is_read_once_per_connection_and_run(fresh_sandbox, tmp_path):
     assert {c: counts.get("sync-status") for c, counts in served.items() if c != "_unauthenticated"} == {
         c["id"]: 1 for c in fresh_sandbox.connections}
 
+
+
+def test_without_a_bound_the_last_one_read_still_caps_the_bookmark(fresh_sandbox, tmp_path):
+    """Makini's own syncs may be failing when its status endpoint is: a lookback from
+    now alone could pass the true bound, so the last bound read still caps the bookmark."""
+    db = tmp_path / "w.duckdb"
+    connection_id = fresh_sandbox.connections[0]["id"]
+    assert sync(db, fresh_sandbox, entities=["vendors"]).ok
+    last_bound = parse_iso(_sync_status(fresh_sandbox)["last_successful_sync_at"])
+    fresh_sandbox.control.set_sync_status_answer(connection_id, "error")
+    fresh_sandbox.control.advance_clock(3 * 86_400)
+    fresh_sandbox.control.mutate(connection_id, "vendors", update=0.1, seed=8)
+    assert sync(db, fresh_sandbox, entities=["vendors"]).ok
+    bookmark = parse_iso(_bookmarks("vendors")[connection_id]["modified_after"])
+    assert bookmark <= last_bound - timedelta(days=1), (bookmark, last_bound)

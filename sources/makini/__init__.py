@@ -83,7 +83,7 @@ def makini_source(
     return [
         entity_resource(EntityWalk(e, report, budget, fence, documents, backfill,
                                    None if dry_run else Path(spool_root) if spool_root else None,
-                                   text_without_nul, lookback, collect_versions, stored_versions),
+                                   text_without_nul, lookback, collect_versions, stored_versions, dry_run),
                         connections, registry, only, stored_kinds, dry_run)
         for e in registry.resolve(entities)
     ]

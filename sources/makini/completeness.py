@@ -11,7 +11,8 @@ publishes later is still inside the next run's ``modified_after``.
 The lookback is for deployments whose status endpoint is missing or
 unreliable. Unset, it is 0 while the endpoint answers with the bound, and
 ``FALLBACK_LOOKBACK`` (a day: the contract's slowest sync schedule) when it
-does not. A value set in config applies in both cases.
+does not. A value set in config applies in both cases. Without a bound this
+run, the last one read (kept in the bookmark's state) still caps the bookmark.
 """
 
 from __future__ import annotations
@@ -36,6 +37,15 @@ class CompletenessBound:
 
     synced_at: Optional[datetime]  # last_successful_sync_at; None when the status did not give it
     lookback: timedelta
+
+    fresh: bool = True  # False: synced_at is the last bound read by an earlier run
+
+    def or_last_known(self, last_known: Optional[str]) -> "CompletenessBound":
+        """Without a bound from this run's status, the last one read: Makini's syncs may
+        be failing too, so a lookback from now alone could pass the true bound."""
+        if self.synced_at is not None or not last_known:
+            return self
+        return CompletenessBound(_parse(last_known), self.lookback, fresh=False)
 
     def cap(self, server_time: Optional[datetime]) -> datetime:
         """The latest bookmark a walk that started at ``server_time`` may keep."""

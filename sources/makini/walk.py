@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator, Optional
 import dlt
 import pyarrow as pa
 
-from .bookmark import Bookmark, Watermark
+from .bookmark import Bookmark, Watermark, iso_ms
 from .client import raise_for_makini_error
 from .connections import Connection
 from .errors import InvalidCursor
@@ -108,6 +108,7 @@ class EntityWalk:
     collect_versions: bool = False  # note every (id, updated_at) seen and whole walks (reconcile)
     # (connection, table) -> {id: updated_at} the destination stores: a backfill skips those versions (reconcile)
     stored_versions: Optional[dict] = None
+    dry_run: bool = False  # nothing is yielded: a record seen twice needs no new package
 
     def __post_init__(self) -> None:
         self.hints = entity_hints(self.entity)
@@ -143,6 +144,9 @@ class EntityWalk:
             self.report.unfinished.add((connection_id, entity.table))
             return
         bound = connection.completeness(self.lookback)  # read before the first page: it bounds what the walk sees
+        bound = bound.or_last_known(state.get("completeness_bound"))
+        if bound.synced_at is not None:
+            state["completeness_bound"] = iso_ms(bound.synced_at)
         saved = state.get("walk")
         from_scratch = bool(saved.get("backfill")) if saved else self.backfill
         bookmark = Bookmark() if from_scratch else Bookmark.from_state(state)
@@ -159,8 +163,10 @@ class EntityWalk:
             spool.start(base)
         resume = replay[-1].cursor if replay else base["cursor"]
         walk_key = (connection_id, entity.table)
-        if self.collect_versions and from_scratch and base["cursor"] is None:
-            self.report.started_whole.add(walk_key)  # only a walk from the first page is whole evidence
+        if self.collect_versions and from_scratch and base["cursor"] is None and not replay:
+            # whole evidence only from a walk that fetched its first page in this run
+            # (a spool replays pages fetched before, which miss what was published since)
+            self.report.started_whole.add(walk_key)
         converter = PageConverter(entity, connection_id, documents=self.documents, kinds=self.kinds)
         progress = f"{entity.table} {connection_id}"
         batches = Batches(self.hints)
@@ -210,7 +216,7 @@ class EntityWalk:
                 yield schema_change_rows(changes)
             main = tables[entity.table]
             ids = main[ID_COLUMN].to_pylist() if ID_COLUMN in main.column_names else []
-            if position is not None and not in_package.isdisjoint(ids):
+            if position is not None and not self.dry_run and not in_package.isdisjoint(ids):
                 # A record changed while the walk paged came round again: the package
                 # ends before this page, so the next one holds the newer version and no
                 # load ever sees one key twice (a MySQL merge fails on that).
