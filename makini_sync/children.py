@@ -24,9 +24,11 @@ KEY_CHUNK = 500  # ids per statement
 Keys = dict[str, dict[str, list[str]]]  # entity table -> connection -> record ids
 
 
-def key_filters(client: Any, alias: str, keys: Optional[dict[str, list[str]]]) -> Iterator[tuple[str, list]]:
+def key_filters(client: Any, alias: str, keys: Optional[dict[str, list[str]]],
+                id_column: str = ID_COLUMN) -> Iterator[tuple[str, list]]:
     """SQL conditions (with their arguments) restricting ``alias`` to ``keys``:
-    one per connection and chunk of ids; a single empty condition without keys."""
+    one per connection and chunk of ids; a single empty condition without keys.
+    ``id_column``: the column holding the ids (a child table's parent column)."""
     if keys is None:
         yield "", []
         return
@@ -35,7 +37,7 @@ def key_filters(client: Any, alias: str, keys: Optional[dict[str, list[str]]]) -
         for start in range(0, len(ids), KEY_CHUNK):
             chunk = ids[start : start + KEY_CHUNK]
             yield (
-                f" AND {alias}.{q(CONNECTION_COLUMN)} = %s AND {alias}.{q(ID_COLUMN)} IN ({', '.join(['%s'] * len(chunk))})",
+                f" AND {alias}.{q(CONNECTION_COLUMN)} = %s AND {alias}.{q(id_column)} IN ({', '.join(['%s'] * len(chunk))})",
                 [connection_id, *chunk],
             )
 

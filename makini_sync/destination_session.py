@@ -12,6 +12,7 @@ import dlt
 from sources.makini.settings import Entity
 
 from .children import Keys, prune_superseded_children
+from .key_indexes import ensure_key_indexes
 from .fence import SqlVersionFence, existing_tables, fenced_table_names, stored_tables, sweep_tombstoned
 from .profiles import Profile
 
@@ -113,6 +114,7 @@ def after_load(
     if not tables:
         return {}
     with pipeline.sql_client() as client:
+        ensure_key_indexes(client, pipeline.destination.destination_name, entities, tables)
         sweep_tombstoned(client, entities, tables, keys)
         prune_superseded_children(client, list(entities), tables, keys)
         return row_counts(client, [t for t in count if t in tables])

@@ -181,3 +181,18 @@ def test_pages_kept_from_an_earlier_run_are_no_evidence_for_deletes(isolated_dlt
         assert final.ok
         assert target.versions("purchase_orders", connection_id) == _truth(
             sandbox, connection_id, ENTITIES["purchase_orders"])
+
+
+def test_postgres_tables_get_an_index_on_their_merge_keys(isolated_dlt, monkeypatch, request):
+    """dlt makes no index for a compound key on PostgreSQL; every fence lookup, merge
+    and tombstone sweep would scan the table."""
+    with destination_target("postgres", isolated_dlt, monkeypatch, request) as target, \
+            Sandbox(seed=26, sizes=SIZES, connections=1, in_process=True) as sandbox:
+        _sync(target, sandbox)
+        pipeline = make_pipeline(target.profile, "makini_sync")
+        with pipeline.sql_client() as client:
+            rows = client.execute_sql(
+                "SELECT tablename, indexdef FROM pg_indexes WHERE schemaname = %s", client.dataset_name)
+        indexed = {table: definition for table, definition in rows}
+        assert "(connection_id, id)" in indexed["purchase_orders"]
+        assert "(connection_id, purchase_order_id)" in indexed["purchase_orders__line_items"]
