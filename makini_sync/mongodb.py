@@ -434,6 +434,10 @@ def mongodb_destination(
         for row in items:
             collection.replace_one({"_id": row["webhook_id"]}, dict(row), upsert=True)
         return
+    if table.get("write_disposition") == "append":  # run records (reconcile's): no keys, no versions
+        if items:
+            _database(get_client(credentials.connection_string))[name].insert_many([dict(row) for row in items])
+        return
     if name == TOMBSTONES:  # hard deletes, as the deltas path loads them
         client = get_client(credentials.connection_string)
         by_entity: dict[str, list] = {}

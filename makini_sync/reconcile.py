@@ -132,35 +132,52 @@ def compare(api: pa.Table, warehouse: pa.Table) -> Drift:
     )
 
 
-def warehouse_versions(profile: Profile, entity: Entity, connection_id: str) -> pa.Table:
-    """The (id, updated_at) the warehouse stores for one connection and entity."""
+def warehouse_versions(profile: Profile, wanted: Sequence[tuple[str, Entity]]) -> dict[tuple[str, str], pa.Table]:
+    """The (id, updated_at) the warehouse stores per (connection, entity), over one session."""
     if profile.documents:
         import pymongo
 
         uri = str(dlt.secrets[f"destination.{profile.name}.credentials"])
         db = pymongo.MongoClient(uri).get_default_database(default="makini")
-        docs = list(db[entity.table].find({CONNECTION_COLUMN: connection_id}, {ID_COLUMN: 1, UPDATED_AT_COLUMN: 1}))
-        return version_table([d[ID_COLUMN] for d in docs], [d.get(UPDATED_AT_COLUMN) for d in docs])
+        out = {}
+        for connection_id, entity in wanted:
+            docs = list(db[entity.table].find({CONNECTION_COLUMN: connection_id}, {ID_COLUMN: 1, UPDATED_AT_COLUMN: 1}))
+            out[(connection_id, entity.table)] = version_table([d[ID_COLUMN] for d in docs],
+                                                               [d.get(UPDATED_AT_COLUMN) for d in docs])
+        return out
     pipeline = make_pipeline(profile, "makini_sync")
-    chunks = []
     with pipeline.sql_client() as client:
         if not client.has_dataset():
-            return version_table([], [])
-        sql = (f"SELECT {client.escape_column_name(ID_COLUMN)}, {client.escape_column_name(UPDATED_AT_COLUMN)}"
-               f" FROM {client.make_qualified_table_name(entity.table)}"
-               f" WHERE {client.escape_column_name(CONNECTION_COLUMN)} = %s")
-        try:
-            with client.execute_query(sql, connection_id) as cursor:
-                # in chunks, each Arrow at once: a million rows as Python tuples would take 200 MB
-                for rows in cursor.iter_fetch(SNAPSHOT_CHUNK):
-                    chunks.append(version_table([r[0] for r in rows], [r[1] for r in rows]))
-        except Exception as exc:  # noqa: BLE001 - the table does not exist yet: nothing stored
-            if not _is_missing_table(exc):
-                raise
+            return {(c, e.table): version_table([], []) for c, e in wanted}
+        return {(c, e.table): _stored_in_table(client, e, c) for c, e in wanted}
+
+
+def _stored_in_table(client: Any, entity: Entity, connection_id: str) -> pa.Table:
+    q = client.escape_column_name
+    sql = (f"SELECT {q(ID_COLUMN)}, {q(UPDATED_AT_COLUMN)} FROM {client.make_qualified_table_name(entity.table)}"
+           f" WHERE {q(CONNECTION_COLUMN)} = %s")
+    chunks = []
+    try:
+        with client.execute_query(sql, connection_id) as cursor:
+            # in chunks, each Arrow at once: a million rows as Python tuples would take 200 MB
+            for rows in cursor.iter_fetch(SNAPSHOT_CHUNK):
+                chunks.append(version_table([r[0] for r in rows], [r[1] for r in rows]))
+    except Exception as exc:  # noqa: BLE001 - the table does not exist yet: nothing stored
+        if not _is_missing_table(exc):
+            raise
+        return version_table([], [])
     return pa.concat_tables(chunks) if chunks else version_table([], [])
 
 
 SNAPSHOT_CHUNK = 50_000
+
+
+def skip_map(versions: pa.Table) -> dict[str, str]:
+    """id -> updated_at as the API writes it (ISO, milliseconds, ``Z``), for the walk's skip."""
+    known = versions.filter(pc.is_valid(versions[UPDATED_AT_COLUMN]))
+    stamps = pc.strftime(known[UPDATED_AT_COLUMN].cast(pa.timestamp("ms", tz="UTC"), safe=False),
+                         format="%Y-%m-%dT%H:%M:%SZ")
+    return dict(zip(known[ID_COLUMN].to_pylist(), stamps.to_pylist()))
 
 
 def _is_missing_table(exc: Exception) -> bool:
@@ -185,7 +202,7 @@ def reconcile(
     api_token = api_token if api_token is not None else dlt.secrets.get("sources.makini.api_token")
     policy = retry_policy or RetryPolicy()
 
-    stored: dict[tuple[str, str], pa.Table] = {}
+    wanted: list[tuple[str, Entity]] = []
     results: dict[tuple[str, str], Reconciled] = {}
     for connection in open_connections(base_url, api_token, policy):
         try:
@@ -196,15 +213,13 @@ def reconcile(
         for entity in chosen:
             if registry.for_connection(connection_id, entity.table) is None:
                 continue
-            key = (connection_id, entity.table)
-            # read before the walk: a row stored later cannot be taken for a ghost
-            stored[key] = warehouse_versions(profile, entity, connection_id)
-            results[key] = Reconciled(connection_id, entity.table)
+            wanted.append((connection_id, entity))
+            results[(connection_id, entity.table)] = Reconciled(connection_id, entity.table)
+    # read before the walk: a row stored later cannot be taken for a ghost
+    stored = warehouse_versions(profile, wanted)
 
     # versions the warehouse already holds are skipped before the fence's lookups: most rows, in the usual case
-    skip = {key: {rid: iso_ms(at) for rid, at in zip(table[ID_COLUMN].to_pylist(),
-                                                      table[UPDATED_AT_COLUMN].to_pylist()) if at is not None}
-            for key, table in stored.items()}
+    skip = {key: skip_map(table) for key, table in stored.items()}
     synced = run_sync(profile, base_url=base_url, api_token=api_token, entities=[e.table for e in chosen],
                       backfill=True, retry_policy=policy, collect_versions=True, dry_run=dry_run,
                       stored_versions=skip)

@@ -17,8 +17,9 @@ from makini_sync.sync import run_sync
 SIZES = {"purchase-orders": 1200, "work-orders": 60, "assets": 50, "inventory-items": 50, "vendors": 240}
 
 
-def _sync(target, sandbox):
-    result = run_sync(target.profile, base_url=sandbox.base_url, api_token=sandbox.tokens, retry_policy=FAST_RETRIES)
+def _sync(target, sandbox, entities=None):
+    result = run_sync(target.profile, base_url=sandbox.base_url, api_token=sandbox.tokens, retry_policy=FAST_RETRIES,
+                      entities=entities)
     assert result.ok, result.report.failures
     return result
 
@@ -196,3 +197,15 @@ def test_postgres_tables_get_an_index_on_their_merge_keys(isolated_dlt, monkeypa
         indexed = {table: definition for table, definition in rows}
         assert "(connection_id, id)" in indexed["purchase_orders"]
         assert "(connection_id, purchase_order_id)" in indexed["purchase_orders__line_items"]
+
+
+def test_reconcile_repairs_a_document_store(isolated_dlt, monkeypatch, request):
+    with destination_target("mongodb", isolated_dlt, monkeypatch, request) as target, \
+            Sandbox(seed=27, sizes=SIZES, connections=1, in_process=True) as sandbox:
+        connection_id = sandbox.connections[0]["id"]
+        _sync(target, sandbox, entities=["vendors"])
+        gone = sandbox.control.mutate(connection_id, "vendors", hard_delete=0.02, seed=2)["hard_deleted"]
+        run = reconcile(target.profile, sandbox.base_url, sandbox.tokens, entities=["vendors"],
+                        retry_policy=FAST_RETRIES)
+        assert run.ok and {r.table: r for r in run.results}["vendors"].deleted == len(gone) > 0
+        assert target.versions("vendors", connection_id) == _truth(sandbox, connection_id, ENTITIES["vendors"])
