@@ -41,3 +41,24 @@ def test_polling_syncs_quiet_connections_and_on_sync_completed(isolated_dlt, mon
         polling.window = 0  # nothing heard within the window: every connection is polled
         assert sorted(polling.run_due()) == sorted([a, b])
         assert_exact(db, sandbox)
+
+
+def test_polling_keeps_the_completeness_bound(isolated_dlt, monkeypatch):
+    """A change Makini publishes late, older than what polling already loaded, is caught
+    by the next poll after Makini's sync.completed."""
+    db = isolated_dlt / "w.duckdb"
+    monkeypatch.setenv("DESTINATION__DUCKDB__CREDENTIALS", str(db))
+    with Sandbox(seed=15, sizes=SIZES, connections=1, in_process=True) as sandbox:
+        (connection,) = (c["id"] for c in sandbox.connections)
+        polling = PollingFallback(load_profile("duckdb"), sandbox.base_url, sandbox.tokens, window=0)
+        assert polling.run_due() == [connection]
+        x, y = sorted(sandbox.control.truth(connection, "vendors", detail=True)["records"])[:2]
+        sandbox.control.mutate(connection, "vendors", ids=[x], update=1.0, hold=True)
+        sandbox.control.advance_clock(5)
+        sandbox.control.mutate(connection, "vendors", ids=[y], update=1.0)
+        sandbox.control.advance_clock(5)
+        assert polling.run_due() == [connection]  # loads Y; X is not visible yet
+        sandbox.control.makini_sync(connection)
+        polling.on_lifecycle(Lifecycle("evt_2", "sync.completed", connection, None, "completed", None))
+        assert polling.run_due() == [connection]
+        assert_exact(db, sandbox)
