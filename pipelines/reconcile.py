@@ -15,15 +15,10 @@ import logging
 import sys
 from typing import Optional
 
-from dlt.common.configuration.exceptions import ConfigFieldMissingException
-from dlt.pipeline.exceptions import PipelineStepFailed
-
-from makini_sync.load_errors import failure_cause
 from makini_sync.profiles import load_profile
 from makini_sync.reconcile import reconcile, render_run
-from makini_sync.run_database import DatabaseUnavailable
-from pipelines.sync import makini_endpoint
-from sources.makini.errors import ConfigurationError
+from pipelines.exit_codes import failure_exit_code
+from pipelines.sync import add_sandbox_arguments, makini_endpoint
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
@@ -31,9 +26,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--destination", default="duckdb", help="a profile in destinations.toml (default: duckdb)")
     parser.add_argument("--entities", default=None, help="comma-separated, e.g. purchase_orders,vendors (default: all)")
     parser.add_argument("--dry-run", action="store_true", help="report what differs; change nothing")
-    parser.add_argument("--sandbox", action="store_true", help="reconcile against the bundled Makini sandbox")
-    parser.add_argument("--sandbox-size", type=int, default=2000, help="purchase orders per sandbox connection")
-    parser.add_argument("--sandbox-shapes", default=None, help="one sandbox connection per deployment shape")
+    add_sandbox_arguments(parser)
     parser.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING (default) or ERROR")
     return parser.parse_args(argv)
 
@@ -45,18 +38,11 @@ def run(args: argparse.Namespace) -> int:
         with makini_endpoint(args) as endpoint:
             result = reconcile(profile, endpoint.get("base_url"), endpoint.get("api_token"),
                                args.entities.split(",") if args.entities else None, dry_run=args.dry_run)
-    except ConfigurationError as exc:
-        print(f"makini reconcile: configuration error: {exc}", file=sys.stderr)
-        return 2
-    except ConfigFieldMissingException as exc:
-        print(f"makini reconcile: missing configuration: {exc}", file=sys.stderr)
-        return 2
-    except DatabaseUnavailable as exc:
-        print(f"makini reconcile: {exc}", file=sys.stderr)
-        return 1
-    except PipelineStepFailed as exc:
-        print(f"makini reconcile: the {exc.step} step failed: {failure_cause(exc)}", file=sys.stderr)
-        return 1
+    except Exception as exc:  # noqa: BLE001 - the known failures become one line and an exit code
+        code = failure_exit_code("makini reconcile", exc)
+        if code is None:
+            raise
+        return code
     print(render_run(result))
     if not result.ok:
         print("makini reconcile: some walks did not finish; nothing was deleted for them (see INCOMPLETE)",

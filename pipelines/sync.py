@@ -12,15 +12,11 @@ import logging
 import sys
 from typing import Iterator, Optional
 
-from dlt.common.configuration.exceptions import ConfigFieldMissingException
-from dlt.pipeline.exceptions import PipelineStepFailed
 
-from makini_sync.load_errors import failure_cause
 from makini_sync.profiles import load_profile
-from makini_sync.run_database import DatabaseUnavailable
 from makini_sync.summary import failure_line, render_summary
 from makini_sync.sync import DEFAULT_ROWS_PER_LOAD, run_sync
-from sources.makini.errors import ConfigurationError
+from pipelines.exit_codes import failure_exit_code
 
 logger = logging.getLogger("makini_sync")
 
@@ -30,17 +26,22 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--destination", default="duckdb", help="a profile in destinations.toml (default: duckdb)")
     parser.add_argument("--entities", default=None, help="comma-separated, e.g. purchase_orders,vendors (default: all)")
     parser.add_argument("--full-refresh", action="store_true", help="drop the tables and bookmarks, and reload everything")
-    parser.add_argument("--sandbox", action="store_true", help="start the bundled Makini sandbox and sync from it (no token needed)")
-    parser.add_argument("--sandbox-size", type=int, default=2000, help="purchase orders per sandbox connection (default: 2000)")
-    parser.add_argument("--sandbox-shapes", default=None,
-                        help="one sandbox connection per deployment shape, e.g. default,drift,v3_chaos "
-                             "(makini_sandbox/shapes.py; default: two default connections)")
+    add_sandbox_arguments(parser)
     parser.add_argument("--rows-per-load", type=int, default=None,
                         help="rows per load package; bounds memory (default: %d)" % DEFAULT_ROWS_PER_LOAD)
     parser.add_argument("--no-checkpoints", action="store_true", help="do not spool pages (see the README's crash safety)")
     parser.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING (default) or ERROR")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
+
+
+def add_sandbox_arguments(parser: argparse.ArgumentParser) -> None:
+    """--sandbox and its settings: run against the bundled Makini sandbox."""
+    parser.add_argument("--sandbox", action="store_true", help="start the bundled Makini sandbox and use it (no token needed)")
+    parser.add_argument("--sandbox-size", type=int, default=2000, help="purchase orders per sandbox connection (default: 2000)")
+    parser.add_argument("--sandbox-shapes", default=None,
+                        help="one sandbox connection per deployment shape, e.g. default,drift,v3_chaos "
+                             "(makini_sandbox/shapes.py; default: two default connections)")
 
 
 @contextlib.contextmanager
@@ -74,18 +75,11 @@ def main(argv: Optional[list[str]] = None) -> int:
                 checkpoints=not args.no_checkpoints,
                 **endpoint,
             )
-    except ConfigurationError as exc:
-        print(f"makini sync: configuration error: {exc}", file=sys.stderr)
-        return 2
-    except ConfigFieldMissingException as exc:
-        print(f"makini sync: missing configuration: {exc}", file=sys.stderr)
-        return 2
-    except DatabaseUnavailable as exc:
-        print(f"makini sync: {exc}", file=sys.stderr)
-        return 1
-    except PipelineStepFailed as exc:
-        print(f"makini sync: the {exc.step} step failed: {failure_cause(exc)}", file=sys.stderr)
-        return 1
+    except Exception as exc:  # noqa: BLE001 - the known failures become one line and an exit code
+        code = failure_exit_code("makini sync", exc)
+        if code is None:
+            raise
+        return code
     print(render_summary(result))
     if not result.ok:
         print(failure_line(result), file=sys.stderr)
