@@ -410,6 +410,9 @@ def _database(client: MongoClient) -> Database:
     return client.get_default_database(default=dataset or DEFAULT_DATABASE)
 
 
+RECORD_TABLES = frozenset({"_makini_reconcile_runs"})  # reconcile.RUNS_TABLE: appended as they are
+
+
 @dlt.destination(
     name="mongodb",
     batch_size=BATCH_SIZE,
@@ -434,7 +437,7 @@ def mongodb_destination(
         for row in items:
             collection.replace_one({"_id": row["webhook_id"]}, dict(row), upsert=True)
         return
-    if table.get("write_disposition") == "append":  # run records (reconcile's): no keys, no versions
+    if name in RECORD_TABLES:  # plain records: no keys, no versions
         if items:
             _database(get_client(credentials.connection_string))[name].insert_many([dict(row) for row in items])
         return

@@ -209,3 +209,9 @@ def test_reconcile_repairs_a_document_store(isolated_dlt, monkeypatch, request):
                         retry_policy=FAST_RETRIES)
         assert run.ok and {r.table: r for r in run.results}["vendors"].deleted == len(gone) > 0
         assert target.versions("vendors", connection_id) == _truth(sandbox, connection_id, ENTITIES["vendors"])
+
+
+def test_the_document_store_appends_the_run_records():
+    from makini_sync.mongodb import RECORD_TABLES
+
+    assert RUNS_TABLE in RECORD_TABLES
