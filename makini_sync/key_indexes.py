@@ -2,9 +2,8 @@
 
 dlt creates no index for a compound primary key on PostgreSQL (its
 ``create_indexes`` covers single ``unique`` columns only), so every version
-fence lookup, merge and tombstone sweep scans the whole table: on 100k orders
-a fence lookup took 31 ms and reconcile spent most of its time there
-(benchmarks/reconcile_benchmark.py). MySQL gets primary keys from dlt
+fence lookup, merge and tombstone sweep scans the whole table, which is where
+reconcile spent most of its time (benchmarks/reconcile_benchmark.py). MySQL gets primary keys from dlt
 (``create_primary_keys``); DuckDB and Snowflake scan fast enough without.
 """
 

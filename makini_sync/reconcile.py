@@ -159,7 +159,7 @@ def _stored_in_table(client: Any, entity: Entity, connection_id: str) -> pa.Tabl
     chunks = []
     try:
         with client.execute_query(sql, connection_id) as cursor:
-            # in chunks, each Arrow at once: a million rows as Python tuples would take 200 MB
+            # in chunks, each made Arrow at once: all rows as Python tuples would dwarf the walk's memory
             for rows in cursor.iter_fetch(SNAPSHOT_CHUNK):
                 chunks.append(version_table([r[0] for r in rows], [r[1] for r in rows]))
     except Exception as exc:  # noqa: BLE001 - the table does not exist yet: nothing stored
