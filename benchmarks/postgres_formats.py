@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import psycopg  # noqa: E402
 
 from makini_sandbox import Sandbox  # noqa: E402
-from makini_sync.profiles import load_profile  # noqa: E402
-from makini_sync.sync import run_sync  # noqa: E402
+from makini_sync.destinations.profiles import load_profile  # noqa: E402
+from makini_sync.run.sync import run_sync  # noqa: E402
 
 URL = os.environ.setdefault("DESTINATION__POSTGRES__CREDENTIALS", "postgresql://postgres:postgres@127.0.0.1:5432/test")
 

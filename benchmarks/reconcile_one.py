@@ -28,9 +28,9 @@ def main() -> None:
     parser.add_argument("--token", required=True)
     args = parser.parse_args()
 
-    from makini_sync.profiles import load_profile
-    from makini_sync.reconcile import reconcile
-    from makini_sync.sync import run_sync
+    from makini_sync.destinations.profiles import load_profile
+    from makini_sync.scheduling.reconcile import reconcile
+    from makini_sync.run.sync import run_sync
 
     profile = load_profile(args.destination)
     started = time.perf_counter()

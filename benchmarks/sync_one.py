@@ -25,8 +25,8 @@ PATHS: dict = {}  # pages by conversion path, makini-sync only
 
 
 def run_makini(args) -> int:
-    from makini_sync.profiles import load_profile
-    from makini_sync.sync import run_sync
+    from makini_sync.destinations.profiles import load_profile
+    from makini_sync.run.sync import run_sync
 
     base = load_profile("duckdb")
     profile = base.with_settings(credentials=args.db)

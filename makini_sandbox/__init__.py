@@ -1,4 +1,4 @@
-"""A faithful local emulator of the Makini API (see ../../shared/makini-api.md).
+"""A faithful local emulator of the Makini API (the contract: docs/makini-api.md).
 
     from makini_sandbox import Sandbox, SandboxControl, ENTITIES
     with Sandbox(seed=7, sizes={"purchase-orders": 1000}, connections=2) as sb:

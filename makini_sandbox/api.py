@@ -14,7 +14,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
-from .clock import fmt_ms, parse_iso_ms
+from .clock import parse_iso_ms
 from .cursor import CursorError, CursorState
 from .entities import ALL_ENTITY_SPECS, DEFAULT_LIMIT
 from .state import Connection, SandboxState

@@ -1,7 +1,7 @@
 """Deployment shapes: how one connection's customised system bends the unified model.
 
 Real Makini connections map hundreds of differently customised systems onto
-the unified model (shared/makini-api.md: "a field's JSON type is not fixed by
+the unified model (docs/makini-api.md: "a field's JSON type is not fixed by
 this contract", "a deployment may call the key and timestamp fields
 differently", custom list endpoints). A *shape* is chosen per connection
 (`Sandbox(shapes=[...])`, one spec per connection or one for all) and applied

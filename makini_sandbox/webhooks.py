@@ -1,6 +1,6 @@
 """Webhook delivery: what Makini pushes to a receiver, failure modes included.
 
-The contract (`shared/makini-api.md`, Webhooks): POST a JSON event, Standard
+The contract (`docs/makini-api.md`, Webhooks): POST a JSON event, Standard
 Webhooks headers (`webhook-id` = the event id on every retry,
 `webhook-timestamp` = when this attempt was signed, `webhook-signature` =
 one `v1,<sig>` per configured secret), expect a 2xx within 10 s, otherwise

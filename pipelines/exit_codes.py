@@ -12,8 +12,8 @@ from typing import Optional
 from dlt.common.configuration.exceptions import ConfigFieldMissingException
 from dlt.pipeline.exceptions import PipelineStepFailed
 
-from makini_sync.load_errors import failure_cause
-from makini_sync.run_database import DatabaseUnavailable
+from makini_sync.run.load_errors import failure_cause
+from makini_sync.run.run_database import DatabaseUnavailable
 from sources.makini.errors import ConfigurationError
 
 

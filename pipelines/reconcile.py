@@ -2,7 +2,7 @@
 
 Finds missing, stale and ghost rows per connection and table by comparing
 (id, updated_at) sets, loads the missing and stale ones and deletes the
-ghosts (``makini_sync/reconcile.py``). ``--dry-run`` only reports.
+ghosts (``makini_sync/scheduling/reconcile.py``). ``--dry-run`` only reports.
 
 Exit codes: 0 every walk finished; 1 a connection or a walk failed (nothing
 was deleted for it); 2 the configuration or the command line is wrong.
@@ -15,8 +15,8 @@ import logging
 import sys
 from typing import Optional
 
-from makini_sync.profiles import load_profile
-from makini_sync.reconcile import reconcile, render_run
+from makini_sync.destinations.profiles import load_profile
+from makini_sync.scheduling.reconcile import reconcile, render_run
 from pipelines.exit_codes import failure_exit_code
 from pipelines.sync import add_sandbox_arguments, makini_endpoint
 

@@ -13,9 +13,9 @@ import sys
 from typing import Iterator, Optional
 
 
-from makini_sync.profiles import load_profile
-from makini_sync.summary import failure_line, render_summary
-from makini_sync.sync import DEFAULT_ROWS_PER_LOAD, run_sync
+from makini_sync.destinations.profiles import load_profile
+from makini_sync.run.summary import failure_line, render_summary
+from makini_sync.run.sync import DEFAULT_ROWS_PER_LOAD, run_sync
 from pipelines.exit_codes import failure_exit_code
 
 logger = logging.getLogger("makini_sync")

@@ -23,7 +23,7 @@ from typing import Optional
 
 import dlt
 
-from makini_sync.profiles import load_profile
+from makini_sync.destinations.profiles import load_profile
 from makini_sync.webhooks.inbox import Inbox, inbox_path
 from sources.makini.errors import ConfigurationError
 
@@ -76,7 +76,7 @@ def webhook_secrets() -> list[str]:
 
 def processing_loop(inbox: Inbox, args: argparse.Namespace, stop: threading.Event, wake: threading.Event,
                     once: bool = False) -> int:
-    from makini_sync.webhooks.polling import PollingFallback
+    from makini_sync.scheduling.polling import PollingFallback
     from makini_sync.webhooks.processor import Processor
 
     profile = load_profile(args.destination)

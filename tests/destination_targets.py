@@ -15,8 +15,8 @@ from typing import Iterator
 
 import pytest
 
-from makini_sync.fence import as_utc
-from makini_sync.profiles import Profile, load_profile, make_pipeline
+from makini_sync.integrity.fence import as_utc
+from makini_sync.destinations.profiles import Profile, load_profile, make_pipeline
 from sources.makini.bookmark import iso_ms
 
 DESTINATIONS = ["duckdb", "postgres", "mysql", "snowflake", "mongodb"]

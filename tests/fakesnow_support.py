@@ -235,7 +235,7 @@ def snowflake_profile(name: str = "snowflake") -> Any:
     config, so it cannot come from an env variable. Credentials come from
     ``DESTINATION__SNOWFLAKE__CREDENTIALS``, set by ``fakesnow_destination``.
     """
-    from makini_sync.profiles import load_profile
+    from makini_sync.destinations.profiles import load_profile
 
     return load_profile(name).with_settings(supports_multiple_statements=False)
 

@@ -9,8 +9,8 @@ from typing import Iterator
 
 import duckdb
 
-from makini_sync.profiles import Profile, load_profile
-from makini_sync.sync import SyncResult, run_sync
+from makini_sync.destinations.profiles import Profile, load_profile
+from makini_sync.run.sync import SyncResult, run_sync
 from sources.makini.bookmark import iso_ms
 from sources.makini.client import RetryPolicy
 from sources.makini.settings import ENTITIES

@@ -4,8 +4,8 @@ only for the orders a webhook batch touched."""
 import dlt
 import pytest
 
-from makini_sync.children import prune_superseded_children
-from makini_sync.fence import TOMBSTONES, sweep_tombstoned
+from makini_sync.integrity.pruning import prune_superseded_children
+from makini_sync.integrity.fence import TOMBSTONES, sweep_tombstoned
 from sources.makini.settings import ENTITIES
 
 PO = ENTITIES["purchase_orders"]

@@ -10,8 +10,8 @@ about 1k upserts/s.
 import pytest
 
 from makini_sandbox import Sandbox
-from makini_sync.deltas import Delete, Upsert, load_deltas
-from makini_sync.sync import run_sync
+from makini_sync.integrity.deltas import Delete, Upsert, load_deltas
+from makini_sync.run.sync import run_sync
 from sources.makini.settings import ENTITIES
 from tests.destination_targets import DESTINATIONS, destination_target
 from tests.sync_support import FAST_RETRIES

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pytest
 from dlt.pipeline.exceptions import PipelineStepFailed
 
-from makini_sync.profiles import make_pipeline as make_profile_pipeline
+from makini_sync.destinations.profiles import make_pipeline as make_profile_pipeline
 from tests.fakesnow_support import PATCHES, fakesnow_destination, snowflake_profile
 
 MERGE = {"disposition": "merge", "strategy": "delete-insert"}
@@ -68,7 +68,7 @@ def purchase_orders(orders, lines):
 
 
 def prune_superseded_lines(pipeline):
-    """The project's child pruning statement (makini_sync/children.py), same shape."""
+    """The project's child pruning statement (makini_sync/integrity/pruning.py), same shape."""
     with pipeline.sql_client() as client:
         parent = client.make_qualified_table_name("purchase_orders")
         child = client.make_qualified_table_name("purchase_orders__line_items")

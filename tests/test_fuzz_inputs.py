@@ -16,8 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
-from makini_sync.deltas import Upsert, load_deltas
-from makini_sync.profiles import load_profile
+from makini_sync.integrity.deltas import Upsert, load_deltas
+from makini_sync.destinations.profiles import load_profile
 from makini_sync.webhooks.inbox import Inbox
 from makini_sync.webhooks.receiver import create_app
 from sources.makini.client import MakiniClient

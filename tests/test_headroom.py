@@ -4,7 +4,7 @@ import dlt
 import duckdb
 import pytest
 
-from makini_sync.children import prune_superseded_children
+from makini_sync.integrity.pruning import prune_superseded_children
 from sources.makini.settings import ENTITIES
 
 ORDERS = 300_000

@@ -1,6 +1,6 @@
 """A sync runs as several bounded loads; walks resume across them, even after the cursor expires."""
 
-from makini_sync.profiles import make_pipeline
+from makini_sync.destinations.profiles import make_pipeline
 from sources.makini import makini_source
 from sources.makini.report import SyncReport
 from tests.sync_support import FAST_RETRIES, assert_exact, duckdb_profile, mutating, sync
@@ -96,7 +96,7 @@ def test_a_package_loads_while_the_next_is_extracted(fresh_sandbox, tmp_path, mo
     pages are still fetched meanwhile, and the run ends exact."""
     import time
 
-    from makini_sync.background_load import BackgroundLoad
+    from makini_sync.run.background_load import BackgroundLoad
 
     fetched_during_loads = []
     run_load = BackgroundLoad._run

@@ -1,6 +1,6 @@
 """The MongoDB destination against a real wire-protocol server (SecantusDB).
 
-Data goes through a real dlt pipeline into ``makini_sync.mongodb``; every
+Data goes through a real dlt pipeline into ``makini_sync.destinations.mongodb``; every
 test uses its own database, named in the credentials URI. Data stays small:
 the server does about 1k upserts/s.
 """
@@ -18,10 +18,10 @@ from dlt.common.destination import Destination
 from dlt.common.destination.exceptions import DestinationTransientException
 from pymongo import MongoClient
 
-from makini_sync import mongodb
-from makini_sync.mongodb import apply_hard_deletes, is_stale
+from makini_sync.destinations import mongodb
+from makini_sync.destinations.mongodb import apply_hard_deletes, is_stale
 
-REF = "makini_sync.mongodb.mongodb_destination"
+REF = "makini_sync.destinations.mongodb.mongodb_destination"
 # the real source hints this column too; without it dlt warns on all-null batches
 HINTS = {"deleted_at": {"data_type": "timestamp", "nullable": True}}
 UTC = dt.timezone.utc
@@ -273,7 +273,7 @@ def test_credentials_never_reach_the_log(mongo_uri, monkeypatch, tmp_path, caplo
             pipeline.run(dlt.resource([po("1", 1)], name="purchase_orders",
                                       max_table_nesting=0, columns=HINTS))
         assert admin[name].purchase_orders.count_documents({}) == 1
-        ours = [r.getMessage() for r in caplog.records if r.name == "makini_sync.mongodb"]
+        ours = [r.getMessage() for r in caplog.records if r.name == "makini_sync.destinations.mongodb"]
         assert ours and "loader" not in ours[0] and "***@" in ours[0]
         assert password not in caplog.text
     finally:

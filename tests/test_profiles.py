@@ -2,7 +2,7 @@
 
 import pytest
 
-from makini_sync.profiles import load_profile, load_profiles
+from makini_sync.destinations.profiles import load_profile, load_profiles
 from sources.makini.errors import ConfigurationError
 
 
@@ -78,7 +78,7 @@ def _as_duckdb_shows(memory_limit):
 
 
 def test_the_run_database_opens_with_the_profiles_duckdb_settings(monkeypatch, tmp_path):
-    from makini_sync.run_database import RunDatabase
+    from makini_sync.run.run_database import RunDatabase
 
     profile = load_profile("duckdb").with_settings(credentials=str(tmp_path / "w.duckdb"))
     with RunDatabase(profile) as database:

@@ -6,13 +6,13 @@ from __future__ import annotations
 import pytest
 
 from makini_sandbox import Sandbox
-from makini_sync.profiles import make_pipeline
-from makini_sync.reconcile import RUNS_TABLE, reconcile, render_run
+from makini_sync.destinations.profiles import make_pipeline
+from makini_sync.scheduling.reconcile import RUNS_TABLE, reconcile, render_run
 from sources.makini.client import RetryPolicy
 from sources.makini.settings import ENTITIES
 from tests.destination_targets import destination_target
 from tests.sync_support import FAST_RETRIES
-from makini_sync.sync import run_sync
+from makini_sync.run.sync import run_sync
 
 SIZES = {"purchase-orders": 1200, "work-orders": 60, "assets": 50, "inventory-items": 50, "vendors": 240}
 
@@ -154,7 +154,7 @@ def test_a_dry_run_finishes_while_records_change(isolated_dlt, monkeypatch, requ
 def test_pages_kept_from_an_earlier_run_are_no_evidence_for_deletes(isolated_dlt, monkeypatch, request):
     """A reconcile that failed part way leaves its pages spooled; a record published
     later inside those pages and stored by the webhook path must not be taken for a ghost."""
-    from makini_sync.deltas import Upsert, load_deltas
+    from makini_sync.integrity.deltas import Upsert, load_deltas
 
     with destination_target("duckdb", isolated_dlt, monkeypatch, request) as target, \
             Sandbox(seed=25, sizes=SIZES, connections=1, in_process=True) as sandbox:
@@ -212,6 +212,6 @@ def test_reconcile_repairs_a_document_store(isolated_dlt, monkeypatch, request):
 
 
 def test_the_document_store_appends_the_run_records():
-    from makini_sync.mongodb import RECORD_TABLES
+    from makini_sync.destinations.mongodb import RECORD_TABLES
 
     assert RUNS_TABLE in RECORD_TABLES

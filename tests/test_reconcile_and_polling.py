@@ -3,10 +3,10 @@
 import duckdb
 
 from makini_sandbox import Sandbox
-from makini_sync.profiles import load_profile
-from makini_sync.reconcile import reconcile
+from makini_sync.destinations.profiles import load_profile
+from makini_sync.scheduling.reconcile import reconcile
 from makini_sync.webhooks.events import Lifecycle
-from makini_sync.webhooks.polling import PollingFallback
+from makini_sync.scheduling.polling import PollingFallback
 from tests.sync_support import FAST_RETRIES, assert_exact, sync
 
 SIZES = {"purchase-orders": 300, "work-orders": 50, "assets": 40, "inventory-items": 50, "vendors": 30}

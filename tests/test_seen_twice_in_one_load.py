@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from makini_sandbox import Sandbox
-from makini_sync.sync import run_sync
+from makini_sync.run.sync import run_sync
 from tests.destination_targets import DESTINATIONS, destination_target
 from tests.sync_support import FAST_RETRIES
 

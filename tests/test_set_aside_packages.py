@@ -7,8 +7,8 @@ import pytest
 from dlt.pipeline.exceptions import PipelineStepFailed
 
 from makini_sandbox import Sandbox
-from makini_sync.load_errors import failure_cause
-from makini_sync.sync import run_sync
+from makini_sync.run.load_errors import failure_cause
+from makini_sync.run.sync import run_sync
 from tests.destination_targets import destination_target
 from tests.sync_support import FAST_RETRIES
 

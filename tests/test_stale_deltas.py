@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from makini_sync.deltas import Delete, Upsert, load_deltas
-from makini_sync.profiles import load_profile
+from makini_sync.integrity.deltas import Delete, Upsert, load_deltas
+from makini_sync.destinations.profiles import load_profile
 from sources.makini.settings import ENTITIES
 
 PO = ENTITIES["purchase_orders"]

@@ -16,8 +16,8 @@ import pyarrow as pa
 import requests
 
 from makini_sandbox import Sandbox
-from makini_sync.deltas import Upsert, load_deltas
-from makini_sync.summary import render_summary
+from makini_sync.integrity.deltas import Upsert, load_deltas
+from makini_sync.run.summary import render_summary
 from sources.makini import exact_json
 from sources.makini.client import MakiniClient
 from sources.makini.column_kinds import ColumnKinds

@@ -4,7 +4,7 @@ Not only ids and updated_at: every field of every record, compared by value
 against the records the sandbox served (`SandboxControl.records`, exact JSON),
 on DuckDB and PostgreSQL.
 
-Records are drawn with hypothesis from the contract (shared/makini-api.md:
+Records are drawn with hypothesis from the contract (docs/makini-api.md:
 beyond id/created_at/updated_at/deleted_at/custom_fields "a field's JSON type
 is not fixed"): fields of any JSON type that change type between records and
 pages, nulls, nested objects, lists, integers beyond 64 bits, long Unicode
@@ -269,7 +269,7 @@ class PgWarehouse:
     def __init__(self, root: Path, monkeypatch) -> None:
         import psycopg
 
-        from makini_sync.profiles import load_profile
+        from makini_sync.destinations.profiles import load_profile
 
         self.root, self.monkeypatch, self.n = root, monkeypatch, 0
         self.dbname = f"makini_vf_{uuid.uuid4().hex[:10]}"
@@ -299,7 +299,7 @@ class PgWarehouse:
                 conn.execute(f'DROP SCHEMA "{s}" CASCADE')
 
     def sync(self, sandbox):
-        from makini_sync.sync import run_sync
+        from makini_sync.run.sync import run_sync
 
         return run_sync(self.profile, base_url=sandbox.base_url, api_token=sandbox.tokens, retry_policy=FAST_RETRIES)
 

@@ -1,12 +1,12 @@
 """The version fence on every destination: a stale delta never overwrites a newer row.
 
 One suite, run against all five destinations through the product's delta path
-(``makini_sync.deltas.load_deltas``), which the webhook processor uses too.
+(``makini_sync.integrity.deltas.load_deltas``), which the webhook processor uses too.
 """
 
 import pytest
 
-from makini_sync.deltas import Delete, Upsert, load_deltas
+from makini_sync.integrity.deltas import Delete, Upsert, load_deltas
 from sources.makini.settings import ENTITIES
 from tests.destination_targets import DESTINATIONS, destination_target
 
@@ -94,7 +94,7 @@ def test_replaying_a_batch_is_idempotent(target):
 
 def test_the_first_delta_batch_after_a_sync_is_fenced_too(target):
     # the sync's pipeline writes the newer version; the deltas pipeline has never run
-    from makini_sync.deltas import DELTAS_PIPELINE
+    from makini_sync.integrity.deltas import DELTAS_PIPELINE
 
     load_deltas(target.profile, [up(order("a", T3, 2))], pipeline_name="makini_sync_like")
     load_deltas(target.profile, [up(order("a", T1, 5))], pipeline_name=DELTAS_PIPELINE)

@@ -4,7 +4,7 @@ the receiver stores them, the processor merges them; the warehouse ends equal to
 import pytest
 
 from makini_sandbox import Sandbox
-from makini_sync.sync import run_sync
+from makini_sync.run.sync import run_sync
 from makini_sync.webhooks.inbox import Inbox
 from makini_sync.webhooks.processor import Processor
 from sources.makini.settings import ENTITIES

@@ -9,7 +9,7 @@ import orjson
 
 from sources.makini.entity_config import load_registry
 
-from ..deltas import Delete, Upsert
+from makini_sync.integrity.deltas import Delete, Upsert
 
 RECORD_EVENTS = ("record.created", "record.updated", "record.deleted")
 LIFECYCLE_EVENTS = ("sync.completed", "sync.failed", "connection.status_changed", "connection.reauthorization_required")

@@ -45,8 +45,8 @@ from typing import Optional, Sequence
 
 import orjson
 
-from .inbox import Inbox
-from .signatures import Rejected, parse_secrets, verify
+from makini_sync.webhooks.inbox import Inbox
+from makini_sync.webhooks.signatures import Rejected, parse_secrets, verify
 
 logger = logging.getLogger(__name__)
 

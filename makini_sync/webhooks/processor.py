@@ -14,10 +14,10 @@ import logging
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from ..deltas import DELTAS_PIPELINE, load_deltas
-from ..profiles import Profile, make_pipeline
-from .events import ALERT_EVENTS, BadEvent, Lifecycle, parse_event
-from .inbox import Inbox, StoredEvent
+from makini_sync.integrity.deltas import DELTAS_PIPELINE, load_deltas
+from makini_sync.destinations.profiles import Profile, make_pipeline
+from makini_sync.webhooks.events import ALERT_EVENTS, BadEvent, Lifecycle, parse_event
+from makini_sync.webhooks.inbox import Inbox, StoredEvent
 
 logger = logging.getLogger(__name__)
 

@@ -25,10 +25,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from .inbox import Inbox
-from .metrics import render_metrics
-from .signatures import Rejected, parse_secrets
-from .writer_client import InboxWriterClient
+from makini_sync.webhooks.inbox import Inbox
+from makini_sync.webhooks.metrics import render_metrics
+from makini_sync.webhooks.signatures import Rejected, parse_secrets
+from makini_sync.webhooks.writer_client import InboxWriterClient
 
 logger = logging.getLogger(__name__)
 

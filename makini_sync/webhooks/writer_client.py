@@ -18,7 +18,7 @@ from typing import Optional, Sequence
 
 import orjson
 
-from .inbox_writer import HANDSHAKE, decode_replies, encode_request
+from makini_sync.webhooks.inbox_writer import HANDSHAKE, decode_replies, encode_request
 
 logger = logging.getLogger(__name__)
 

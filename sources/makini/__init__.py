@@ -23,7 +23,8 @@ from .connections import Connection, open_connections
 from .report import SyncReport
 from .entity_config import EntityRegistry, load_registry
 from .settings import CONNECTION_COLUMN, ID_COLUMN
-from .walk import MERGE, EntityWalk, Fence, LoadBudget
+from .settings import MERGE
+from .walk import EntityWalk, Fence, LoadBudget
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ def makini_source(
     """Makini entities for the connections whose tokens ``api_token`` holds.
 
     ``api_token`` is one token or a list of tokens (one per connection).
-    ``fence`` (``makini_sync.fence``) drops rows the destination already holds
+    ``fence`` (``makini_sync.integrity.fence``) drops rows the destination already holds
     at the same or a newer version. ``max_rows_per_load`` ends the extraction
     once that many rows are in it; unfinished walks are listed in
     ``report.unfinished`` and resume on the next extraction. ``documents``

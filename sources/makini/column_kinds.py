@@ -22,10 +22,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Iterable, Mapping, Optional
+from typing import Any, Iterable, Mapping, Optional
+
+import dlt
 
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from .settings import key_columns
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 KIND_TYPES: dict[str, pa.DataType] = {
@@ -289,3 +293,17 @@ def _rest_kinds(rest: Optional[pa.Array], target: str) -> Iterable[tuple[str, pa
 
 def _cast(values: pa.Array, arrow: pa.DataType) -> pa.Array:
     return values if values.type == arrow else values.cast(arrow)
+
+
+SCHEMA_CHANGE_HINTS = dlt.mark.make_hints(
+    table_name=SCHEMA_CHANGES_TABLE,
+    write_disposition="merge",
+    primary_key=list(SCHEMA_CHANGE_KEY),
+    columns=key_columns(*SCHEMA_CHANGE_KEY),
+)
+
+
+def schema_change_rows(changes: list) -> Any:
+    """The changes as rows of ``_makini_schema_changes`` (one per connection, table, column)."""
+    rows = pa.Table.from_pylist([c.row() for c in changes])
+    return dlt.mark.with_hints(rows, SCHEMA_CHANGE_HINTS, create_table_variant=True)

@@ -28,14 +28,12 @@ from .errors import InvalidCursor
 from .paginator import MakiniCursorPaginator
 from .prefetch import prefetched
 from .spool import Spool, SpooledPage
-from .column_kinds import SCHEMA_CHANGE_KEY, SCHEMA_CHANGES_TABLE, ColumnKinds
+from .column_kinds import ColumnKinds, schema_change_rows
 from .records import PageConverter
 from .report import SyncReport
-from .settings import CONNECTION_COLUMN, ID_COLUMN, UPDATED_AT_COLUMN, Entity
+from .settings import ID_COLUMN, UPDATED_AT_COLUMN, Entity, entity_hints
 
 logger = logging.getLogger(__name__)
-
-MERGE = {"disposition": "merge", "strategy": "delete-insert"}
 
 # drops rows not newer than the destination's: (entity, tables by name) -> tables
 Fence = Callable[[Entity, dict], dict]
@@ -54,42 +52,6 @@ class LoadBudget:
     @property
     def exhausted(self) -> bool:
         return self.rows is not None and self.spent >= self.rows
-
-
-# Key columns get a length so that databases which cannot index unbounded
-# text (MySQL/MariaDB primary keys) index them as VARCHAR.
-KEY_LENGTHS = {CONNECTION_COLUMN: 64, ID_COLUMN: 255, "entity": 64, "table_name": 128, "column_name": 255}
-
-
-def key_columns(*names: str) -> dict[str, dict]:
-    return {n: {"data_type": "text", "precision": KEY_LENGTHS.get(n, 255), "nullable": False} for n in names}
-
-
-def entity_hints(entity: Entity) -> dict[str, Any]:
-    """dlt table hints for the entity's table and each of its child tables.
-
-    Every table gets its hints with its rows (rather than some on the
-    resource) so that the parent's column hints do not leak into its children.
-    """
-    hints = {
-        entity.table: dlt.mark.make_hints(
-            table_name=entity.table,
-            primary_key=[CONNECTION_COLUMN, ID_COLUMN],
-            write_disposition=MERGE,
-            columns={**key_columns(CONNECTION_COLUMN, ID_COLUMN), UPDATED_AT_COLUMN: {"dedup_sort": "desc"}},
-        )
-    }
-    for child in entity.children:
-        hints[child.table] = dlt.mark.make_hints(
-            table_name=child.table,
-            primary_key=[CONNECTION_COLUMN, child.parent_column, child.key],
-            write_disposition=MERGE,
-            columns={
-                **key_columns(CONNECTION_COLUMN, child.parent_column),
-                child.version_column: {"dedup_sort": "desc"},
-            },
-        )
-    return hints
 
 
 @dataclass
@@ -246,20 +208,6 @@ class EntityWalk:
             state.update(watermark.next_bookmark().to_state())
         if walk_key in self.report.started_whole:
             self.report.walked_whole.add(walk_key)
-
-
-SCHEMA_CHANGE_HINTS = dlt.mark.make_hints(
-    table_name=SCHEMA_CHANGES_TABLE,
-    write_disposition="merge",
-    primary_key=list(SCHEMA_CHANGE_KEY),
-    columns=key_columns(*SCHEMA_CHANGE_KEY),
-)
-
-
-def schema_change_rows(changes: list) -> Any:
-    """The changes as rows of ``_makini_schema_changes`` (one per connection, table, column)."""
-    rows = pa.Table.from_pylist([c.row() for c in changes])
-    return dlt.mark.with_hints(rows, SCHEMA_CHANGE_HINTS, create_table_variant=True)
 
 
 def served_versions(records: Any, entity: Entity) -> pa.Table:

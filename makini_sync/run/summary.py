@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .sync import SyncResult
+from makini_sync.run.sync import SyncResult
 
 
 def render_summary(result: SyncResult) -> str:

@@ -14,7 +14,7 @@ from typing import Any, Iterator, Optional
 
 from sources.makini.settings import CONNECTION_COLUMN, ID_COLUMN, UPDATED_AT_COLUMN, Entity
 
-from .headroom import execute_with_headroom
+from makini_sync.destinations.headroom import execute_with_headroom
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ dlt's merge cannot express this (dlt issue #2145; ``upsert`` ignores
   tombstone at least as new covers, so a stale create that raced a delete
   cannot survive.
 
-MongoDB enforces the same rule inside its upsert filter (``makini_sync.mongodb``).
+MongoDB enforces the same rule inside its upsert filter (``makini_sync.destinations.mongodb``).
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ import pyarrow as pa
 
 from sources.makini.settings import CONNECTION_COLUMN, ID_COLUMN, UPDATED_AT_COLUMN, Entity
 
-from .children import Keys, key_filters
-from .headroom import execute_with_headroom
+from makini_sync.integrity.pruning import Keys, key_filters
+from makini_sync.destinations.headroom import execute_with_headroom
 
 logger = logging.getLogger(__name__)
 

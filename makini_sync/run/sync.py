@@ -18,12 +18,12 @@ from sources.makini.entity_config import load_registry
 from sources.makini.spool import settle_spools
 from sources.makini.walk import committed_positions
 
-from .destination_session import count_rows
-from .locking import dataset_lock
-from .package_loop import PackageLoop, resources_state
-from .profiles import Profile, make_pipeline
-from .pending_packages import finish_pending_loads
-from .run_database import RunDatabase
+from makini_sync.run.destination_session import count_rows
+from makini_sync.integrity.locking import dataset_lock
+from makini_sync.run.package_loop import PackageLoop, resources_state
+from makini_sync.destinations.profiles import Profile, make_pipeline
+from makini_sync.run.pending_packages import finish_pending_loads
+from makini_sync.run.run_database import RunDatabase
 
 logger = logging.getLogger(__name__)
 

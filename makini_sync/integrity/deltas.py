@@ -22,13 +22,14 @@ from sources.makini.bookmark import parse_iso
 from sources.makini.column_kinds import ColumnKinds
 from sources.makini.records import PageConverter
 from sources.makini.settings import CONNECTION_COLUMN, ID_COLUMN, UPDATED_AT_COLUMN, Entity
-from sources.makini.walk import schema_change_rows, MERGE, entity_hints, key_columns
+from sources.makini.column_kinds import schema_change_rows
+from sources.makini.settings import MERGE, entity_hints, key_columns
 
-from .destination_session import after_load, destination_session
-from .fence import TOMBSTONES, fenced_table_names
-from .locking import dataset_lock
-from .profiles import Profile, make_pipeline
-from .recovery import drop_committed_extractions
+from makini_sync.run.destination_session import after_load, destination_session
+from makini_sync.integrity.fence import TOMBSTONES, fenced_table_names
+from makini_sync.integrity.locking import dataset_lock
+from makini_sync.destinations.profiles import Profile, make_pipeline
+from makini_sync.run.recovery import drop_committed_extractions
 
 logger = logging.getLogger(__name__)
 

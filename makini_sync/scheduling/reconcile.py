@@ -38,11 +38,11 @@ from sources.makini.connections import open_connections
 from sources.makini.entity_config import load_registry
 from sources.makini.settings import CONNECTION_COLUMN, ID_COLUMN, UPDATED_AT_COLUMN, Entity
 
-from .deltas import Delete, load_deltas
-from .fence import as_utc
-from .locking import dataset_lock
-from .profiles import Profile, make_pipeline
-from .sync import run_sync
+from makini_sync.integrity.deltas import Delete, load_deltas
+from makini_sync.integrity.fence import as_utc
+from makini_sync.integrity.locking import dataset_lock
+from makini_sync.destinations.profiles import Profile, make_pipeline
+from makini_sync.run.sync import run_sync
 
 logger = logging.getLogger(__name__)
 

@@ -15,10 +15,10 @@ from sources.makini.settings import Entity
 from sources.makini.spool import settle_spools
 from sources.makini.walk import committed_positions
 
-from .background_load import BackgroundLoad
-from .destination_session import after_load, destination_session
-from .fence import fenced_table_names
-from .profiles import Profile
+from makini_sync.run.background_load import BackgroundLoad
+from makini_sync.run.destination_session import after_load, destination_session
+from makini_sync.integrity.fence import fenced_table_names
+from makini_sync.destinations.profiles import Profile
 
 
 def table_names(entities: Sequence[Entity]) -> list[str]:

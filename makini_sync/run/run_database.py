@@ -6,7 +6,7 @@ from typing import Any, Optional
 
 import duckdb
 
-from .profiles import Profile
+from makini_sync.destinations.profiles import Profile
 
 
 class DatabaseUnavailable(Exception):

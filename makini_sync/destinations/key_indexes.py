@@ -13,7 +13,7 @@ from typing import Any, Iterable
 
 from sources.makini.settings import CONNECTION_COLUMN, ID_COLUMN, Entity
 
-from .fence import TOMBSTONES
+from makini_sync.integrity.fence import TOMBSTONES
 
 INDEXED_DESTINATIONS = frozenset({"postgres"})
 MAX_INDEX_NAME = 63  # PostgreSQL's identifier length

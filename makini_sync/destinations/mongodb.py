@@ -3,7 +3,7 @@
 ``mongodb_destination`` is a dlt custom destination (``@dlt.destination``)
 written with pymongo. Use it by reference::
 
-    Destination.from_reference("makini_sync.mongodb.mongodb_destination",
+    Destination.from_reference("makini_sync.destinations.mongodb.mongodb_destination",
                                destination_name="mongodb")
 
 It reads ``destination.mongodb.credentials`` (env
@@ -22,7 +22,7 @@ Layout
       comparisons are chronological.
 
 The version fence
-    :func:`is_stale` (``makini_sync.fence``, shared with the SQL side) is the
+    :func:`is_stale` (``makini_sync.integrity.fence``, shared with the SQL side) is the
     rule; the database enforces the same rule
     atomically with ``ReplaceOne({"_id": key, "updated_at": {"$lt": new}},
     doc, upsert=True)``: when a stored version is newer or equal, the filter
@@ -70,7 +70,7 @@ from pymongo.errors import BulkWriteError
 
 # The fence rule lives in one place, shared with the SQL destinations:
 # older is stale, equal ``updated_at`` is the same version (not written).
-from makini_sync.fence import is_stale  # noqa: F401  (re-exported)
+from makini_sync.integrity.fence import is_stale  # noqa: F401  (re-exported)
 
 logger = logging.getLogger(__name__)
 

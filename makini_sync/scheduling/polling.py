@@ -15,9 +15,9 @@ from typing import Any, Optional
 from sources.makini.client import RetryPolicy
 from sources.makini.connections import open_connections
 
-from ..profiles import Profile
-from ..sync import run_sync
-from .events import Lifecycle
+from makini_sync.destinations.profiles import Profile
+from makini_sync.run.sync import run_sync
+from makini_sync.webhooks.events import Lifecycle
 
 logger = logging.getLogger(__name__)
 

@@ -11,10 +11,10 @@ import dlt
 
 from sources.makini.settings import Entity
 
-from .children import Keys, prune_superseded_children
-from .key_indexes import ensure_key_indexes
-from .fence import SqlVersionFence, existing_tables, fenced_table_names, stored_tables, sweep_tombstoned
-from .profiles import Profile
+from makini_sync.integrity.pruning import Keys, prune_superseded_children
+from makini_sync.destinations.key_indexes import ensure_key_indexes
+from makini_sync.integrity.fence import SqlVersionFence, existing_tables, fenced_table_names, stored_tables, sweep_tombstoned
+from makini_sync.destinations.profiles import Profile
 
 logger = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ from dlt.common.destination import Destination
 
 from sources.makini.errors import ConfigurationError
 
-from .load_errors import quiet_dlt_tracebacks
+from makini_sync.run.load_errors import quiet_dlt_tracebacks
 
-DEFAULT_PROFILES = Path(__file__).resolve().parent.parent / "destinations.toml"
+DEFAULT_PROFILES = Path(__file__).resolve().parents[2] / "destinations.toml"
 DEFAULT_DUCKDB_FILE = "makini_sync.duckdb"
 DATASET_NAME = "makini"
 SYNC_KEYS = ("destination", "loader_file_format", "documents", "credentials_settings", "load_workers")  # read by the sync, not dlt

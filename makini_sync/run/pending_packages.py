@@ -23,10 +23,10 @@ from dlt.pipeline.exceptions import PipelineStepFailed
 
 from sources.makini.settings import Entity
 
-from .destination_session import after_load
-from .load_errors import failure_cause
-from .profiles import Profile
-from .recovery import drop_committed_extractions
+from makini_sync.run.destination_session import after_load
+from makini_sync.run.load_errors import failure_cause
+from makini_sync.destinations.profiles import Profile
+from makini_sync.run.recovery import drop_committed_extractions
 
 logger = logging.getLogger(__name__)
 
