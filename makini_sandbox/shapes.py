@@ -22,9 +22,11 @@ A spec is a trait or preset name, or several joined with `+`
 | `nulls` | nulls inside `custom_fields` (also a nested object with nulls and a nested list of objects), custom field values turned null, `ship_to: null`, `ship_to` with a null `city`, PO `bill_to` turning from an object into a list of addresses in the newer half, vendor `contact` object (with nulls) turning into a list, null line `description`, null `country`, null plan `frequency` |
 | `unicode` | 10,240-character strings of arbitrary Unicode (emoji and ZWJ sequences, flags, CJK, Hangul, combining marks, Hebrew and Arabic, bidi overrides, quotes, backslashes, `\\n \\t \\r`, `\\u0000`, U+2028/2029, BOM, ...) in descriptions, names and `custom_fields.notes`; short such strings elsewhere |
 | `v3` | the older v3 API's field names: `key` for `id`, `updatedAt` for `updated_at`, `deletedAt` for `deleted_at`, `lineItems` for `line_items`, `orderNo` for `order_number` (`created_at` stays). Ordering, cursors and `modified_after` use `updatedAt` |
+| `int64` | with `type_drift`: the integers that would pass 64 bits stay within them (`erp_doc_id` near 10^18, `external_ref` near 2^62), drawn from the same random numbers; the one `drift` a 64-bit JSON reader such as dlt's `rest_api` can sync (`benchmarks/sync_benchmark.py` compares on it) |
 | `custom_entity` | a customer-defined list endpoint `/api/v1/maintenance-plans` (nested `tasks` list of objects with `task_number`, `frequency` object, ...); connections without it answer 404 `NOT_FOUND` there |
 
 Presets: `default` (nothing), `drift` (`mixed_dates+type_drift+sparse+nulls`),
+`drift_int64` (`drift+int64`),
 `chaos` (every trait but `v3` and `timestamps`), `v3_chaos` (`chaos+v3`).
 
 "Older/newer half" means a record's `updated_at` before or after the middle
@@ -45,10 +47,11 @@ import orjson
 from .clock import DAY_MS, parse_iso_ms
 from .data import derive_seed
 
-TRAITS = ("timestamps", "mixed_dates", "type_drift", "sparse", "nulls", "unicode", "v3", "custom_entity")
+TRAITS = ("timestamps", "mixed_dates", "type_drift", "sparse", "nulls", "unicode", "v3", "custom_entity", "int64")
 PRESETS: dict[str, tuple[str, ...]] = {
     "default": (),
     "drift": ("mixed_dates", "type_drift", "sparse", "nulls"),
+    "drift_int64": ("mixed_dates", "type_drift", "sparse", "nulls", "int64"),
     "chaos": ("mixed_dates", "type_drift", "sparse", "nulls", "unicode", "custom_entity"),
     "v3_chaos": ("mixed_dates", "type_drift", "sparse", "nulls", "unicode", "custom_entity", "v3"),
 }
@@ -103,7 +106,7 @@ class Shape(NamedTuple):
     @property
     def renders(self) -> bool:
         """Whether records change on their way out (custom_entity alone changes none)."""
-        return bool(self.traits - {"custom_entity"})
+        return bool(self.traits - {"custom_entity", "int64"})
 
     @property
     def is_default(self) -> bool:
@@ -245,7 +248,8 @@ def _type_drift(sr, entity, rec, rng, late):
         if r() < 0.2:
             rec["order_number"] = int(rec["order_number"].split("-")[-1])
         # a document number: 64-bit mostly, beyond 64 bits now and then (SAP's 20+ digit ids)
-        rec["erp_doc_id"] = 10 ** 19 * 2 + int(r() * 10 ** 9) if r() < 0.15 else int(r() * 10 ** 12)
+        beyond = 10 ** 18 if "int64" in sr.shape.traits else 10 ** 19 * 2
+        rec["erp_doc_id"] = beyond + int(r() * 10 ** 9) if r() < 0.15 else int(r() * 10 ** 12)
         for ln in rec.get("line_items") or ():
             q = ln["quantity"]
             if late and isinstance(q, int):
@@ -289,7 +293,7 @@ def _type_drift(sr, entity, rec, rng, late):
             elif isinstance(v, bool) and r() < 0.2:
                 cf[k] = "yes" if v else "no"
         if r() < 0.1:
-            cf["external_ref"] = 2 ** 64 + int(r() * 10 ** 6)
+            cf["external_ref"] = (2 ** 62 if "int64" in sr.shape.traits else 2 ** 64) + int(r() * 10 ** 6)
     return rec
 
 

@@ -16,7 +16,8 @@ import httpx
 import pytest
 
 from makini_sandbox import Sandbox, SandboxControlError
-from makini_sandbox.shapes import LONG_TEXT_CHARS, parse_shape, resolve_shapes
+from makini_sandbox.clock import parse_iso_ms
+from makini_sandbox.shapes import LONG_TEXT_CHARS, ShapeRenderer, parse_shape, resolve_shapes
 from tests.webhook_support import new_secret
 
 SIZES = {"purchase-orders": 150, "work-orders": 120, "assets": 60, "inventory-items": 100, "vendors": 80}
@@ -364,3 +365,24 @@ def test_webhooks_carry_the_shaped_record():
     for rid in changed["hard_deleted"]:
         assert set(records[("record.deleted", rid)]) == {"key", "updatedAt", "deletedAt"}
     assert ("record.created", "v-new") in records
+
+
+def test_int64_keeps_drift_within_64_bits_and_changes_nothing_else():
+    sizes = {"purchase-orders": 300, "work-orders": 5, "assets": 5, "inventory-items": 5, "vendors": 5}
+    with Sandbox(seed=4, sizes=sizes, connections=1, in_process=True, rate_limit_per_minute=1_000_000) as sb:
+        canonical, _ = walk(sb, 0, "purchase-orders")
+    anchor = max(parse_iso_ms(r["updated_at"]) for r in canonical)
+    wide = [ShapeRenderer(parse_shape("drift"), 4, 0, anchor)("purchase-orders", r) for r in canonical]
+    narrow = [ShapeRenderer(parse_shape("drift_int64"), 4, 0, anchor)("purchase-orders", r) for r in canonical]
+
+    def big(value):
+        return isinstance(value, int) and not -(2 ** 63) <= value < 2 ** 63
+
+    assert any(big(r["erp_doc_id"]) for r in wide) and any(big(r["custom_fields"].get("external_ref")) for r in wide)
+    assert not any(big(r["erp_doc_id"]) or big(r["custom_fields"].get("external_ref")) for r in narrow)
+    for a, b in zip(wide, narrow):
+        assert big(a["erp_doc_id"]) == (a["erp_doc_id"] != b["erp_doc_id"])
+        a_ref, b_ref = a["custom_fields"].pop("external_ref", None), b["custom_fields"].pop("external_ref", None)
+        assert (a_ref is None) == (b_ref is None)
+        a.pop("erp_doc_id"), b.pop("erp_doc_id")
+        assert a == b  # the same draws: nothing else differs

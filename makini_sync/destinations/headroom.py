@@ -3,8 +3,9 @@
 The DuckDB profile caps DuckDB's memory (destinations.toml) so a sync's RSS stays flat.
 dlt's merges are bounded by the rows of one load, but the post-load integrity
 statements (pruning superseded line items, sweeping tombstoned rows) join whole
-tables: measured, at 2M purchase orders (8M line items) the prune needs more
-than the cap, and DuckDB answers with an out-of-memory error instead of spilling.
+tables: at a few million line items the prune needs more than the cap, and
+DuckDB answers with an out-of-memory error instead of spilling
+(tests/test_headroom.py shows it on a small cap).
 Such a statement is retried once with the cap raised for it, then the cap is
 put back, so a large warehouse costs a short memory peak, not a failed sync.
 """

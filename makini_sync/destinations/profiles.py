@@ -11,6 +11,7 @@ from typing import Any, Optional
 import dlt
 from dlt.common.destination import Destination
 
+from sources.makini.dlt_seam import own_duckdb_connection
 from sources.makini.errors import ConfigurationError
 
 from makini_sync.run.load_errors import quiet_dlt_tracebacks
@@ -86,11 +87,7 @@ class Profile:
         self.apply_credentials_settings()
         destination = self.build()
         credentials = destination.configuration(destination.spec(), accept_partial=True).credentials
-        pool = credentials.conn_pool
-        borrowed = pool.borrow_conn()
-        connection = pool.move_conn()  # ours now: returning the clone does not close it
-        pool.return_conn(borrowed)
-        return connection
+        return own_duckdb_connection(credentials)
 
     def _database_configured(self) -> bool:
         configured = dlt.secrets.get(f"destination.{self.name}.credentials")
@@ -159,8 +156,8 @@ def load_profile(name: str, path: Optional[Path] = None) -> Profile:
 # dlt settings this project defaults differently from dlt; env variables and
 # config files still win. Staging copies are emptied after each load rather
 # than at the start of the next: left full, a DuckDB file has them written into
-# it at close (measured on the 100k-order full sync: the close checkpoint 0.5 s
-# instead of 1.0 s, the file 34 MB instead of 42 MB).
+# it at close, which makes the close slower and the file larger
+# (benchmarks/sync_benchmark.py; figures in benchmarks/RESULTS.md).
 LOAD_DEFAULTS = {"load.truncate_staging_dataset": True}
 
 

@@ -71,7 +71,7 @@ def stored_tables(job_client: Any, names: Iterable[str]) -> set[str]:
 
 def fenced_table_names(entities: Iterable[Entity]) -> list[str]:
     """Every table the fence and the sweeps look at, for ``entities``."""
-    return [TOMBSTONES] + [n for e in entities for n in (e.table, *(c.table for c in e.children))]
+    return [TOMBSTONES, *(name for e in entities for name in e.tables)]
 
 
 class SqlVersionFence:

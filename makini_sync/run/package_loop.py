@@ -10,6 +10,7 @@ from typing import Any, Optional, Sequence
 import dlt
 
 from sources.makini import makini_source
+from sources.makini.dlt_seam import source_resources_state
 from sources.makini.report import SyncReport
 from sources.makini.settings import Entity
 from sources.makini.spool import settle_spools
@@ -19,14 +20,6 @@ from makini_sync.run.background_load import BackgroundLoad
 from makini_sync.run.destination_session import after_load, destination_session
 from makini_sync.integrity.fence import fenced_table_names
 from makini_sync.destinations.profiles import Profile
-
-
-def table_names(entities: Sequence[Entity]) -> list[str]:
-    return [name for e in entities for name in (e.table, *(c.table for c in e.children))]
-
-
-def resources_state(pipeline: dlt.Pipeline) -> dict:
-    return pipeline.state.get("sources", {}).get("makini", {}).get("resources", {})
 
 
 class PackageLoop:
@@ -56,7 +49,7 @@ class PackageLoop:
         self.pipeline, self.profile, self.entities = pipeline, profile, list(entities)
         self.source_args, self.report, self.spool_root = source_args, report, spool_root
         self.full_refresh = full_refresh
-        self.tables = table_names(entities)
+        self.tables = [name for e in entities for name in e.tables]
         self.loaded: Counter = Counter()
         self.before: dict[str, int] = {}
         self.after: dict[str, int] = {}
@@ -108,7 +101,7 @@ class PackageLoop:
         """After a load: trim the spools, mend, count. ``schema_ahead``: the
         next package was extracted meanwhile, so the pipeline's schema names
         tables not loaded yet and the destination is asked which exist."""
-        settle_spools(self.spool_root, committed_positions(resources_state(self.pipeline)))
+        settle_spools(self.spool_root, committed_positions(source_resources_state(self.pipeline)))
         if self.profile.documents:
             return {}
         known = None if schema_ahead else self.existing - (set(self.tables) if self.full_refresh else set())

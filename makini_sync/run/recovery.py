@@ -19,6 +19,8 @@ from typing import Callable, Sequence
 
 import dlt
 
+from sources.makini.dlt_seam import drop_extracted_package
+
 logger = logging.getLogger(__name__)
 
 
@@ -28,7 +30,7 @@ def drop_committed_extractions(pipeline: dlt.Pipeline) -> list[str]:
     leftovers = sorted(packages(pipeline.list_extracted_load_packages) & committed)
     for load_id in leftovers:
         logger.warning("package %s was normalized before a crash; dropping its extracted copy", load_id)
-        pipeline._get_normalize_storage().extracted_packages.delete_package(load_id)  # no public API for this
+        drop_extracted_package(pipeline, load_id)
     return leftovers
 
 

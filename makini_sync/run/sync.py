@@ -12,7 +12,9 @@ from typing import Any, Optional, Sequence
 
 import pyarrow as pa
 
+from sources.makini import dlt_seam
 from sources.makini.client import RetryPolicy
+from sources.makini.dlt_seam import source_resources_state
 from sources.makini.report import SyncReport
 from sources.makini.entity_config import load_registry
 from sources.makini.spool import settle_spools
@@ -20,7 +22,7 @@ from sources.makini.walk import committed_positions
 
 from makini_sync.run.destination_session import count_rows
 from makini_sync.integrity.locking import dataset_lock
-from makini_sync.run.package_loop import PackageLoop, resources_state
+from makini_sync.run.package_loop import PackageLoop
 from makini_sync.destinations.profiles import Profile, make_pipeline
 from makini_sync.run.pending_packages import finish_pending_loads
 from makini_sync.run.run_database import RunDatabase
@@ -55,8 +57,8 @@ M_ARENA_MAX = -8  # glibc mallopt parameter
 
 def release_memory_eagerly() -> None:
     """Arrow's default pool keeps freed pages for reuse, which shows as peak RSS
-    growing with data; the system allocator hands them back (measured: about
-    100 MB lower peak on the full-sync benchmark, no measurable slowdown).
+    growing with data; the system allocator hands them back, for a lower peak
+    at no measurable slowdown (benchmarks/sync_benchmark.py).
     glibc's per-thread arenas (dlt loads with a thread pool) are capped too."""
     pa.set_memory_pool(pa.system_memory_pool())
     with contextlib.suppress(OSError, AttributeError):
@@ -90,6 +92,7 @@ def run_sync(
     serve reconcile (``makini_source``); a dry run keeps no checkpoints.
     """
     started = time.monotonic()
+    dlt_seam.require()  # an incompatible dlt fails here, naming what it lacks
     release_memory_eagerly()
     registry = load_registry()  # bad entity config fails here, before any request
     chosen = registry.resolve(entities)
@@ -123,7 +126,7 @@ def run_sync(
         # and saving its local state left the newer state only in that package,
         # now in the destination; take it back before walking on
         pipeline.sync_destination()
-        settle_spools(spool_root, committed_positions(resources_state(pipeline)))
+        settle_spools(spool_root, committed_positions(source_resources_state(pipeline)))
         loop = PackageLoop(pipeline, profile, chosen, source_args, report, spool_root, full_refresh)
         loop.run()
     report.log_schema_changes()

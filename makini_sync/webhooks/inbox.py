@@ -190,8 +190,8 @@ class Checkpointer:
 
     By default SQLite checkpoints inside whichever commit crosses 1,000 WAL
     pages, so now and then one receiver commit also writes and fsyncs the
-    database file, and every request in that batch waits (measured: the p99
-    acknowledgement latency). A PASSIVE checkpoint never blocks writers, and
+    database file, and every request in that batch waits: that set the p99
+    acknowledgement latency (benchmarks/receiver_benchmark.py). A PASSIVE checkpoint never blocks writers, and
     SQLite's C code runs it without the GIL.
     """
 

@@ -4,12 +4,11 @@
                                       (verify, check, INSERT, fsync)
 
 Why a process: the receiver's event loop is the one thread that answers
-every connection, so nothing slow may run on it. In the loop, verification
-(~10 µs), the SQLite append (~15 µs of CPU per event) and the fsync (0.3 ms
-per batch here, far more on a slow disk, with the loop stalled throughout)
-took half of its time. A writer thread does not help: it needs the GIL
-between SQLite calls and waits for it behind the busy loop (measured: p99 of
-60-70 ms). A process has its own interpreter and uses the second core; the
+every connection, so nothing slow may run on it. In the loop, verification,
+the SQLite append and the fsync (far slower on a slow disk, with the loop
+stalled throughout) took half of its time. A writer thread does not help: it
+needs the GIL between SQLite calls and waits for it behind the busy loop,
+which showed as a high p99 (benchmarks/receiver_benchmark.py). A process has its own interpreter and uses the second core; the
 loop is left with reading bodies and answering, and stays responsive while a
 commit waits on the disk.
 

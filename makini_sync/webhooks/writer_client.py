@@ -67,8 +67,8 @@ class InboxWriterClient(asyncio.Protocol):
         future = self._waiting[seq] = loop.create_future()
         # written at once, not gathered for the end of the loop's pass: the
         # writer starts verifying while the loop parses the next requests
-        # (measured, durable req/s: medians of alternating 3-round runs 9,055 and
-        # 8,878 against 8,155 and 7,070 gathered)
+        # (more durable requests per second than gathering them,
+        # benchmarks/receiver_benchmark.py)
         self.transport.write(encode_request(seq, webhook_id, stamp, signature, body))
         return await future
 

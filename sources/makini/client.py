@@ -37,7 +37,7 @@ from .errors import (
     RetriesExhausted,
     error_for_status,
 )
-from . import exact_json
+from . import dlt_seam, exact_json
 from .records import json_text
 from .settings import JSON_FIELDS
 
@@ -194,8 +194,8 @@ def _may_round_integers(values: pa.Array) -> bool:
 def arrow_page(response: requests.Response, schemas: PageSchemas) -> Optional[Page]:
     """Parse a list page with Arrow's JSON reader, or None to use the checked path.
 
-    The reader parses and types the page in C++ with the GIL released, about
-    2.5x faster than orjson plus building Arrow from Python objects. Anything
+    The reader parses and types the page in C++ with the GIL released, faster
+    than orjson plus building Arrow from Python objects. Anything
     unusual (a shape it cannot type, an unexpected body) returns None and the
     page goes through orjson and the record-by-record checks instead.
     """
@@ -352,16 +352,15 @@ def reading_whole_body(send: Any) -> Any:
     """``send`` that reads the body in chunks of 1 MiB rather than requests' 10 KiB.
 
     The fetch thread shares the GIL with the thread converting pages: each
-    chunk read gives the GIL up and waits to get it back. Measured on a 790 kB
-    page with a busy Python thread beside it: 60 ms in 10 KiB chunks, 22 ms in
-    1 MiB chunks (5-7 ms with no other thread). Reading happens inside the
+    chunk read gives the GIL up and waits to get it back, so small chunks make
+    a page's read several times slower while the converter runs. Reading happens inside the
     retried call, so a body cut short is retried like any transport error.
     """
 
     def send_reading_whole_body(request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
         response = send(request, **{**kwargs, "stream": True})
-        if response._content is False:  # requests' "not read yet"; a hook may have read an error body
-            response._content = b"".join(response.iter_content(BODY_CHUNK_BYTES))
+        if dlt_seam.body_unread(response):
+            dlt_seam.keep_body(response, b"".join(response.iter_content(BODY_CHUNK_BYTES)))
         return response
 
     return send_reading_whole_body

@@ -64,6 +64,11 @@ class Entity:
     renames: Mapping[str, str] = field(default_factory=dict)
 
     @property
+    def tables(self) -> tuple[str, ...]:
+        """The warehouse tables the entity writes: its own, then its children's."""
+        return (self.table, *(c.table for c in self.children))
+
+    @property
     def slug(self) -> str:
         """The path's last segment: the entity's name in webhooks and the control API."""
         return self.path.rsplit("/", 1)[-1]

@@ -258,8 +258,8 @@ class Batches:
     rows per item are not. Batches are flushed at the end of every walk and
     before its state is saved, so state never runs ahead of yielded rows.
     5,000 rather than 20,000: while the previous package loads beside the
-    extraction, smaller batches kept peak RSS under 300 MB (measured on the
-    100k-order full sync: 284-287 MB against 309-313 MB), at no measurable cost.
+    extraction, smaller batches keep peak RSS lower at no measurable cost
+    (benchmarks/sync_benchmark.py).
     """
 
     def __init__(self, hints: dict[str, Any], rows: int = 5_000) -> None:

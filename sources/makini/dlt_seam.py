@@ -1,0 +1,154 @@
+"""Every use of a dlt (or requests) member that is not public API, in one place.
+
+Why each is needed, and what public API would replace it if dlt offered one:
+
+- ``load_step`` / ``raise_load_failure``: the sync loads one package on a
+  thread while it extracts the next (``makini_sync/run/background_load.py``).
+  ``Pipeline.load()`` cannot run beside an extraction: it reads the pipeline
+  state when it starts and writes it back when it ends, putting older cursors
+  back. So the seam builds dlt's own ``Load`` step the way ``Pipeline.load``
+  does, from the pipeline's destination clients and load storage config, and
+  raises its failures as ``Pipeline.load`` would. What ``Pipeline.load`` adds
+  and this drops on purpose: its trace entry and progress display (the
+  extraction owns them meanwhile), and its signal handling (the sync's main
+  thread keeps dlt's).
+- ``drop_extracted_package``: mending the one crash window dlt leaves between
+  normalize's rename and its delete (``makini_sync/run/recovery.py``). dlt has
+  no public way to delete an extracted package.
+- ``own_duckdb_connection``: a DuckDB connection opened by dlt's own
+  credentials, so the profile's memory cap and threads apply as they do to
+  dlt's connections (``makini_sync/destinations/profiles.py``). The pool's
+  borrow/move methods are dlt's, not underscored, but undocumented.
+- ``source_resources_state``: the committed bookmarks of the ``makini``
+  source, read outside a running resource (dlt's state layout
+  ``sources.<name>.resources``, shown by ``dlt pipeline info``).
+- ``keep_body``: requests reads a streamed body in 10 KiB chunks; the client
+  reads it in 1 MiB chunks and hands it to requests as the response's content
+  (``client.reading_whole_body``). requests has no public setter.
+
+Checked against dlt 1.31.0 and requests 2.32. ``missing_members`` lists what
+an installed release lacks; ``require`` raises naming it, and the sync calls
+it before it starts, so an incompatible dlt fails at once and says what is
+missing rather than deep inside a load (tests/test_dlt_seam.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import dlt
+import requests
+from dlt.common.runners import pool_runner
+from dlt.common.runtime.collector import NULL_COLLECTOR
+from dlt.load import Load
+from dlt.load.configuration import LoaderConfiguration
+from dlt.load.exceptions import LoadPackageAborted
+from dlt.pipeline.exceptions import PipelineStepFailed
+
+CHECKED_AGAINST = {"dlt": "1.31.0", "requests": "2.32"}
+
+
+def _required() -> list[tuple[str, Any, str]]:
+    """(where, owner, member) for each member the seam relies on; an instance
+    stands for a class whose member is set per instance."""
+    from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
+
+    return [
+        ("dlt.Pipeline", dlt.Pipeline, "_get_destination_clients"),
+        ("dlt.Pipeline", dlt.Pipeline, "_load_storage_config"),
+        ("dlt.Pipeline", dlt.Pipeline, "_get_step_info"),
+        ("dlt.Pipeline", dlt.Pipeline, "_cleanup_aborted_package"),
+        ("dlt.Pipeline", dlt.Pipeline, "_get_normalize_storage"),
+        ("dlt.load.configuration.LoaderConfiguration", LoaderConfiguration, "_load_storage_config"),
+        ("dlt.load.Load", Load, "current_load_id"),
+        ("dlt.common.runners.pool_runner", pool_runner, "run_pool"),
+        ("dlt.destinations.impl.duckdb.configuration.DuckDbCredentials", DuckDbCredentials, "conn_pool"),
+        ("requests.Response", requests.Response(), "_content"),
+    ]
+
+
+def missing_members(required: Optional[list[tuple[str, Any, str]]] = None) -> list[str]:
+    """``where.member`` for each relied-on member the installed releases lack."""
+    return [f"{where}.{member}" for where, owner, member in (required if required is not None else _required())
+            if not hasattr(owner, member)]
+
+
+class IncompatibleDlt(RuntimeError):
+    pass
+
+
+def require() -> None:
+    """Raise, naming each member, when the installed dlt lacks what the seam uses."""
+    missing = missing_members()
+    if missing:
+        raise IncompatibleDlt(
+            f"this dlt release lacks {', '.join(missing)}, which makini-sync relies on "
+            f"(checked against dlt {CHECKED_AGAINST['dlt']}); install that release: "
+            f"pip install 'dlt=={CHECKED_AGAINST['dlt']}'"
+        )
+
+
+def load_step(pipeline: dlt.Pipeline, workers: Optional[int] = None) -> Load:
+    """dlt's ``Load`` step for the pipeline's normalized packages, as ``Pipeline.load`` builds it.
+
+    Build it in the caller's thread: the clients are made from the live schema.
+    """
+    client, staging = pipeline._get_destination_clients()
+    config = LoaderConfiguration(
+        **({"workers": workers} if workers else {}),
+        _load_storage_config=pipeline._load_storage_config(),
+    )
+    return Load(
+        pipeline.destination,
+        staging_destination=pipeline.staging,
+        collector=NULL_COLLECTOR,  # the progress display belongs to the extraction meanwhile
+        is_storage_owner=False,
+        config=config,
+        initial_client_config=client.config,
+        initial_staging_client_config=staging.config if staging else None,
+    )
+
+
+def run_load_step(step: Load) -> None:
+    pool_runner.run_pool(step.config, step)
+
+
+def raise_load_failure(pipeline: dlt.Pipeline, step: Load, exc: BaseException) -> None:
+    """Raise ``exc`` from ``step`` as ``Pipeline.load`` would (an aborted package
+    is cleaned up first; one aborted without a job failure is no failure)."""
+    info = pipeline._get_step_info(step)
+    if isinstance(exc, LoadPackageAborted):
+        pipeline._cleanup_aborted_package(exc.load_id)
+        if exc.job_exception is None:
+            return
+        raise PipelineStepFailed(pipeline, "load", exc.load_id, exc.job_exception, info) from exc.job_exception
+    load_id: Any = getattr(exc, "load_id", None) or step.current_load_id
+    raise PipelineStepFailed(pipeline, "load", load_id, exc, info) from exc
+
+
+def drop_extracted_package(pipeline: dlt.Pipeline, load_id: str) -> None:
+    pipeline._get_normalize_storage().extracted_packages.delete_package(load_id)
+
+
+def own_duckdb_connection(credentials: Any) -> Any:
+    """A connection from dlt's DuckDB credentials that the caller owns and closes."""
+    pool = credentials.conn_pool
+    borrowed = pool.borrow_conn()
+    connection = pool.move_conn()  # ours now: returning the clone does not close it
+    pool.return_conn(borrowed)
+    return connection
+
+
+def source_resources_state(pipeline: dlt.Pipeline, source: str = "makini") -> dict:
+    """Committed state of the source's resources (resource name -> its state)."""
+    return pipeline.state.get("sources", {}).get(source, {}).get("resources", {})
+
+
+def keep_body(response: requests.Response, content: bytes) -> None:
+    """Give a streamed response the body read for it, as requests' ``content`` would."""
+    response._content = content
+
+
+def body_unread(response: requests.Response) -> bool:
+    """Whether requests has not read the body yet (a hook may have read an error body)."""
+    return response._content is False
