@@ -322,13 +322,13 @@ def _log_retry(state: RetryCallState) -> None:
     )
 
 
-def make_session(policy: RetryPolicy) -> Session:
-    """A requests session whose ``send`` retries per ``policy``."""
+def make_session(policy: RetryPolicy, budget_seconds: Optional[float] = None) -> Session:
+    """A requests session whose ``send`` retries per ``policy``, for
+    ``budget_seconds`` (default: the policy's budget)."""
     session = Session(timeout=policy.timeout_seconds, raise_for_status=False)
     send = reading_whole_body(session.send)
-    session.send = _retrying(policy, policy.budget_seconds).wraps(send)  # type: ignore[method-assign]
-    # status reads that may fall back (completeness.py) retry for a short while only
-    session.send_briefly = _retrying(policy, min(policy.budget_seconds, BRIEF_BUDGET_SECONDS)).wraps(send)
+    budget = policy.budget_seconds if budget_seconds is None else budget_seconds
+    session.send = _retrying(policy, budget).wraps(send)  # type: ignore[method-assign]
     return session
 
 
@@ -377,6 +377,9 @@ class MakiniClient(RESTClient):
             data_selector="data",
         )
         self.page_schemas = PageSchemas()
+        # status reads that may fall back (completeness.py) retry for a short while only
+        self.brief = RESTClient(base_url=base_url, auth=self.auth, data_selector="data",
+                                session=make_session(policy, min(policy.budget_seconds, BRIEF_BUDGET_SECONDS)))
 
     def extract_response(self, response: requests.Response, data_selector: Any) -> list:
         """The page as one ``Page`` item, which the paginator reads its cursor from."""
@@ -396,13 +399,8 @@ class MakiniClient(RESTClient):
     def get_json(self, path: str, brief: bool = False) -> Any:
         """GET one non-paged resource (the status endpoints); ``brief`` retries for
         ``BRIEF_BUDGET_SECONDS`` at most (a caller that has a fallback)."""
-        send = self.session.send_briefly if brief else self.session.send
-        response = send(
-            self.session.prepare_request(
-                self._create_request(path, "GET", hooks={"response": [raise_for_makini_error]})
-            )
-        )
-        return response_body(response)
+        client = self.brief if brief else self
+        return response_body(client.get(path, hooks={"response": [raise_for_makini_error]}))
 
 
 def located(exc: BaseException, connection: str, entity: str) -> MakiniError:

@@ -1,0 +1,44 @@
+"""The ``makini-sync`` console command: a subcommand per entry point."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+
+CLI = Path(sys.executable).parent / "makini-sync"
+
+
+def run(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([str(CLI), *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=240)
+
+
+def test_lists_its_commands_and_refuses_an_unknown_one():
+    listed = run("--help")
+    assert listed.returncode == 0
+    for name in ("sync", "webhooks", "reconcile", "sandbox"):
+        assert f"  {name} " in listed.stdout
+    unknown = run("sink")
+    assert unknown.returncode == 2
+    assert "unknown command 'sink'" in unknown.stderr and "sync, webhooks, reconcile, sandbox" in unknown.stderr
+
+
+def test_each_command_takes_its_entry_points_arguments():
+    for name, option in (("sync", "--destination"), ("reconcile", "--dry-run"), ("webhooks", "receive"),
+                         ("sandbox", "--port")):
+        shown = run(name, "--help")
+        assert shown.returncode == 0, shown.stderr
+        assert option in shown.stdout, (name, shown.stdout[:500])
+
+
+def test_sync_runs_on_the_sandbox(tmp_path):
+    import os
+
+    env = {**os.environ, "DLT_DATA_DIR": str(tmp_path / "dlt"), "RUNTIME__LOG_LEVEL": "WARNING",
+           "DESTINATION__DUCKDB__CREDENTIALS": str(tmp_path / "cli.duckdb")}
+    synced = run("sync", "--sandbox", "--sandbox-size", "50", cwd=tmp_path, env=env)
+    assert synced.returncode == 0, synced.stderr[-2000:]
+    with duckdb.connect(str(tmp_path / "cli.duckdb"), read_only=True) as db:
+        assert db.execute("SELECT count(*) FROM makini.purchase_orders").fetchone()[0] == 100  # two connections
