@@ -8,25 +8,40 @@ rounded, so such bodies take the standard library, which keeps them exact.
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import orjson
 
-# an integer token of 19 or more digits: orjson keeps every integer of 18 digits
-# exactly (they fit 64 bits); longer ones may be beyond 64 bits and rounded
-LONG_INTEGER = re.compile(rb"[\[:,]\s*-?\d{19,}\s*[,}\]]")
-# Every byte to a space but digits, to "0": a run of 19 zeros in the result is the
-# one thing the regex above can match. bytes.translate and the substring search
-# run in C at memory speed, so a page without such a run skips the regex, which
-# took about a tenth of a sync's time on the nulls shape (benchmarks/sync_benchmark.py).
+# orjson keeps every integer of 18 digits exactly, and those of 19 or more only
+# within [-2**63, 2**64); beyond, it reads a rounded float.
+EXACT_RANGE = range(-(2**63), 2**64)
+LONG_DIGITS = 19
+# Every byte to a space but digits, to "0": bytes.translate and the searches for
+# runs of LONG_DIGITS zeros run in C, so only the long digit runs a page holds
+# are looked at in Python (a regex over every page took about a tenth of a
+# sync's time on the nulls shape, benchmarks/sync_benchmark.py).
 _DIGITS_ONLY = bytes(ord("0") if chr(byte).isdigit() and byte < 128 else ord(" ") for byte in range(256))
-_LONG_RUN = b"0" * 19
+_LONG_RUN = b"0" * LONG_DIGITS
+_NOT_AN_INTEGER_BEFORE = frozenset(b".eE+")  # the digits are a float's fraction or exponent
 
 
 def has_long_integer(data: bytes | memoryview) -> bool:
-    """Whether ``data`` holds an integer token orjson might round."""
-    return _LONG_RUN in bytes(data).translate(_DIGITS_ONLY) and LONG_INTEGER.search(data) is not None
+    """Whether ``data`` holds an integer orjson would round: one outside its
+    64-bit range (19-digit ids within it are common and stay on orjson). A run
+    of digits inside a string may count too; that costs speed, never a value."""
+    data = bytes(data)
+    digits = data.translate(_DIGITS_ONLY)
+    at = digits.find(_LONG_RUN)
+    while at >= 0:
+        end = digits.find(b" ", at)
+        end = len(digits) if end < 0 else end
+        start = at - 1 if at and data[at - 1] == ord("-") else at
+        before = data[start - 1] if start else None
+        # 21 digits or more are beyond 2**64 whatever they say (and int() refuses thousands)
+        if before not in _NOT_AN_INTEGER_BEFORE and (end - at > 20 or int(data[start:end]) not in EXACT_RANGE):
+            return True
+        at = digits.find(_LONG_RUN, end)
+    return False
 
 
 def loads(data: bytes | memoryview) -> Any:

@@ -171,7 +171,7 @@ class EntityWalk:
                 ]
                 tables = converter.convert(fresh, request_id)
                 seen = len(page.records)
-            self.report.paths[page.path if converter.stayed_columnar else "rows"] += 1
+            self.report.paths[conversion_path(page.path, converter)] += 1
             changes = self.kinds.take_changes()
             if changes:
                 self.report.schema_changed(changes)
@@ -208,6 +208,15 @@ class EntityWalk:
             state.update(watermark.next_bookmark().to_state())
         if walk_key in self.report.started_whole:
             self.report.walked_whole.add(walk_key)
+
+
+def conversion_path(parsed: str, converter: PageConverter) -> str:
+    """How a page was parsed and converted, for the report: the parse path
+    (``arrow``, ``arrow+orjson``, ``orjson``), ``+child rows`` when only its
+    child tables went row by row, or ``rows`` when the whole page did."""
+    if not converter.stayed_columnar:
+        return "rows"
+    return f"{parsed}+child rows" if converter.children_by_row else parsed
 
 
 def served_versions(records: Any, entity: Entity) -> pa.Table:
