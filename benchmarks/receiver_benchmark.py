@@ -5,8 +5,9 @@
     python benchmarks/receiver_benchmark.py --skip-acks --destinations duckdb
     python benchmarks/receiver_benchmark.py --skip-acks --processor separate   # serve + process, two processes
 
-Part 1 starts one receiver (``python -m pipelines.webhooks serve --bench-noop``,
-uvicorn, one process) and drives it from a load generator in another process
+Part 1 starts one receiver (``benchmarks/_noop_receiver.py serve``: the
+production ``serve`` plus the no-op route; uvicorn, one process) and drives it
+from a load generator in another process
 (benchmarks/_http_load.py: raw asyncio sockets, requests signed beforehand)
 over ``--connections`` keep-alive connections: first ``POST /webhooks/noop``
 (read the body, answer 200), then ``POST /webhooks/makini`` (verify the
@@ -41,6 +42,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Iterator, Optional
@@ -49,6 +51,7 @@ import orjson
 
 REPO = Path(__file__).resolve().parent.parent
 LOAD = REPO / "benchmarks" / "_http_load.py"
+NOOP_RECEIVER = REPO / "benchmarks" / "_noop_receiver.py"
 POSTGRES_URL = "postgresql://postgres:postgres@127.0.0.1:5432/test"
 ACK_RATIO_TARGET, ACK_P99_TARGET_MS, VISIBLE_P95_TARGET_S = 0.8, 50.0, 2.0
 
@@ -80,12 +83,15 @@ def cpu_ticks(pid: int) -> float:
     return own + sum(cpu_ticks(child) for child in children if Path(f"/proc/{child}").exists())
 
 
-def webhooks_cli(workdir: Path, secret: str, log_name: str, *args: str, **env: str) -> subprocess.Popen:
-    """``python -m pipelines.webhooks ARGS`` on ``workdir``'s inbox, output to ``workdir/log_name``."""
+def webhooks_cli(workdir: Path, secret: str, log_name: str, *args: str, noop: bool = False,
+                 **env: str) -> subprocess.Popen:
+    """``python -m pipelines.webhooks ARGS`` on ``workdir``'s inbox, output to ``workdir/log_name``.
+
+    ``noop``: the same CLI through benchmarks/_noop_receiver.py, whose app also serves the no-op route."""
+    cli = [str(NOOP_RECEIVER)] if noop else ["-m", "pipelines.webhooks"]
     with open(workdir / log_name, "ab") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "pipelines.webhooks", "--inbox", str(workdir / "inbox.sqlite"),
-             "--log-level", "WARNING", *args],
+            [sys.executable, *cli, "--inbox", str(workdir / "inbox.sqlite"), "--log-level", "WARNING", *args],
             cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
             env={**os.environ, "SOURCES__MAKINI__WEBHOOK_SECRET": secret, "DLT_DATA_DIR": str(workdir / "dlt"),
                  "RUNTIME__LOG_LEVEL": "WARNING",
@@ -105,9 +111,10 @@ def stop(proc: subprocess.Popen, log: Path) -> None:
 
 
 @contextlib.contextmanager
-def serve(workdir: Path, secret: str, *args: str, **env: str) -> Iterator[tuple[int, subprocess.Popen]]:
+def serve(workdir: Path, secret: str, *args: str, noop: bool = False,
+          **env: str) -> Iterator[tuple[int, subprocess.Popen]]:
     port = free_port()
-    proc = webhooks_cli(workdir, secret, f"serve-{port}.log", "serve", "--port", str(port), *args, **env)
+    proc = webhooks_cli(workdir, secret, f"serve-{port}.log", "serve", "--port", str(port), *args, noop=noop, **env)
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -120,6 +127,12 @@ def serve(workdir: Path, secret: str, *args: str, **env: str) -> Iterator[tuple[
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"receiver did not start:\n{(workdir / f'serve-{port}.log').read_text()[-3000:]}")
             time.sleep(0.1)
+        if noop:  # without the route the baseline would be measured on 404s
+            try:
+                urllib.request.urlopen(urllib.request.Request(
+                    f"http://127.0.0.1:{port}/webhooks/noop", data=b"{}", method="POST"), timeout=5).close()
+            except urllib.error.HTTPError as exc:
+                raise SystemExit(f"POST /webhooks/noop answered {exc.code}: the no-op route is missing") from None
         yield port, proc
     finally:
         stop(proc, workdir / f"serve-{port}.log")
@@ -176,7 +189,7 @@ def acks(args: argparse.Namespace) -> None:
     endpoints = {"no-op": ("/webhooks/noop", False), "real": ("/webhooks/makini", True)}
     rounds: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="receiver-bench-") as tmp, \
-            serve(Path(tmp), secret, "--bench-noop") as (port, proc):
+            serve(Path(tmp), secret, noop=True) as (port, proc):
         for number in range(1, args.rounds + 1):
             results = {}
             for name in (["no-op", "real"] if number % 2 else ["real", "no-op"]):

@@ -40,8 +40,6 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--with-processor", action="store_true", help="also process the inbox in this process")
     serve.add_argument("--destination", default="duckdb")
-    serve.add_argument("--bench-noop", action="store_true",
-                       help="benchmark only: also serve POST /webhooks/noop (reads the body, answers 200)")
     process = sub.add_parser("process", help="merge stored events into the destination")
     process.add_argument("--once", action="store_true", help="drain the inbox and exit")
     process.add_argument("--destination", default="duckdb")
@@ -106,8 +104,7 @@ def serve(inbox: Inbox, args: argparse.Namespace) -> int:
     from makini_sync.webhooks.receiver import create_app
 
     stop, wake = threading.Event(), threading.Event()
-    app = create_app(webhook_secrets(), inbox, on_stored=wake.set if args.with_processor else None,
-                     noop_route=args.bench_noop)
+    app = create_app(webhook_secrets(), inbox, on_stored=wake.set if args.with_processor else None)
     if args.with_processor:
         threading.Thread(target=processing_loop, args=(inbox, args, stop, wake), daemon=True,
                          name="processor").start()

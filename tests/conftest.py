@@ -17,8 +17,7 @@ settings.register_profile("long", max_examples=1000, deadline=None,
 settings.load_profile("ci")
 
 from makini_sandbox import Sandbox, SandboxControl
-
-pytest_plugins = ["tests.mongo_server"]  # the session's MongoDB stand-in (fixture mongo_uri)
+from tests.mongo_server import mongo_server
 
 # Small, but above every page-size cap that tests check (500 POs, 100 vendors).
 SANDBOX_SIZES = {"purchase-orders": 600, "work-orders": 260, "assets": 80, "inventory-items": 120, "vendors": 130}
@@ -77,3 +76,10 @@ def fresh_sandbox(isolated_dlt):
 
     with Sandbox(seed=11, sizes=SMALL, connections=2, in_process=True) as sandbox:
         yield sandbox
+
+
+@pytest.fixture(scope="session")
+def mongo_uri() -> Iterator[str]:
+    """URI (no database path) of the session's MongoDB-compatible server (tests/mongo_server.py)."""
+    with mongo_server() as uri:
+        yield uri

@@ -9,7 +9,7 @@ about 1k upserts/s, so keep test data small.
 If it cannot start, the tests are skipped outside CI and fail in CI
 (``CI=true``), as the services rule in issue 4 asks.
 
-Its fixture `mongo_uri` is shared through conftest.py.
+conftest.py's session fixture `mongo_uri` runs ``mongo_server()``.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
@@ -55,9 +56,9 @@ def _unavailable(reason: str) -> None:
                 "install the test extra (secantusdb) to run these tests")
 
 
-@pytest.fixture(scope="session")
-def mongo_uri() -> Iterator[str]:
-    """URI (no database path) of a SecantusDB server running for this session."""
+@contextmanager
+def mongo_server() -> Iterator[str]:
+    """URI (no database path) of MAKINI_TEST_MONGODB_URI, or of a SecantusDB server run until exit."""
     try:
         from pymongo import MongoClient
         from pymongo.errors import PyMongoError

@@ -63,7 +63,7 @@ def _close_clients():
 
 
 @pytest.fixture
-def target(mongo_uri, monkeypatch, tmp_path):  # noqa: F811
+def target(mongo_uri, monkeypatch, tmp_path):
     """A fresh database; returns (pymongo Database, run(table, rows) via dlt)."""
     name = f"t_{uuid.uuid4().hex[:10]}"
     uri = f"{mongo_uri}{name}"
@@ -235,7 +235,7 @@ def test_indexes_exist(target):
     assert (("deleted_at", 1),) in keys
 
 
-def test_database_defaults_to_the_dataset_name(mongo_uri, monkeypatch, tmp_path):  # noqa: F811
+def test_database_defaults_to_the_dataset_name(mongo_uri, monkeypatch, tmp_path):
     dataset = f"ds_{uuid.uuid4().hex[:8]}"
     monkeypatch.setenv("DESTINATION__MONGODB__CREDENTIALS", mongo_uri)  # no database path
     monkeypatch.setenv("DLT_DATA_DIR", str(tmp_path))
@@ -252,7 +252,7 @@ def test_database_defaults_to_the_dataset_name(mongo_uri, monkeypatch, tmp_path)
         client.close()
 
 
-def test_credentials_never_reach_the_log(mongo_uri, monkeypatch, tmp_path, caplog):  # noqa: F811
+def test_credentials_never_reach_the_log(mongo_uri, monkeypatch, tmp_path, caplog):
     """Runs last in this module: it adds a user to the shared server."""
     password = "s3cr3t-pw"
     admin = MongoClient(mongo_uri)

@@ -144,6 +144,19 @@ def _load_workers(name: str, path: Path, value: Any) -> Optional[int]:
     return value
 
 
+def profile_for(pipeline: dlt.Pipeline, documents: Optional[bool] = None,
+                loader_file_format: Optional[str] = None) -> Profile:
+    """The profile of a dlt pipeline someone else made (``run/own_pipeline.py``).
+    ``documents`` None: true for the project's MongoDB destination."""
+    destination = pipeline.destination
+    if destination is None:
+        raise ConfigurationError(f"pipeline {pipeline.pipeline_name!r} has no destination; give dlt.pipeline one")
+    kind = destination.destination_type.rsplit(".", 1)[-1]
+    if documents is None:
+        documents = "mongodb" in destination.destination_type.lower()
+    return Profile(destination.destination_name, kind, loader_file_format, documents=documents)
+
+
 def load_profile(name: str, path: Optional[Path] = None) -> Profile:
     profiles = load_profiles(path)
     if name not in profiles:

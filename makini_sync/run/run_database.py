@@ -20,20 +20,20 @@ class RunDatabase:
     returns it; each close checkpoints (so the staging copies were written
     into the file only to be deleted) and each open reads the catalog again.
     dlt treats a connection it is given as the caller's and never closes it,
-    so the run closes it, once, at the end. Measured (5 alternating pairs):
-    an incremental run 1.75 s against 1.94 s (medians), a full sync no
-    different. The run holds the file for its whole length: the webhook
+    so the run closes it, once, at the end, which makes an incremental run
+    faster (benchmarks/sync_benchmark.py). The run holds the file for its whole length: the webhook
     processor opens it per batch, as before, and the dataset lock keeps the
     two apart; another process (the DuckDB CLI, say) cannot open the file
     until the run ends, where before it could between loads.
     """
 
-    def __init__(self, profile: Profile) -> None:
+    def __init__(self, profile: Optional[Profile]) -> None:
+        """``profile`` None: the caller's own pipeline, whose database dlt opens."""
         self.profile = profile
         self.connection: Optional[duckdb.DuckDBPyConnection] = None
 
     def __enter__(self) -> "RunDatabase":
-        path = self.profile.duckdb_file()
+        path = self.profile.duckdb_file() if self.profile is not None else None
         if path is not None:
             try:
                 self.connection = self.profile.open_duckdb()

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+import dlt
 import pyarrow as pa
 
 from sources.makini import dlt_seam
@@ -23,7 +24,7 @@ from sources.makini.walk import committed_positions
 from makini_sync.run.destination_session import count_rows
 from makini_sync.integrity.locking import dataset_lock
 from makini_sync.run.package_loop import PackageLoop
-from makini_sync.destinations.profiles import Profile, make_pipeline
+from makini_sync.destinations.profiles import DATASET_NAME, Profile, make_pipeline
 from makini_sync.run.pending_packages import finish_pending_loads
 from makini_sync.run.run_database import RunDatabase
 
@@ -81,6 +82,7 @@ def run_sync(
     collect_versions: bool = False,
     dry_run: bool = False,
     stored_versions: Optional[dict] = None,
+    pipeline: Optional[dlt.Pipeline] = None,
 ) -> SyncResult:
     """Sync the chosen entities into ``profile``'s destination.
 
@@ -90,6 +92,8 @@ def run_sync(
     result (the other connections still load); configuration and load
     failures raise. ``collect_versions``, ``dry_run`` and ``stored_versions``
     serve reconcile (``makini_source``); a dry run keeps no checkpoints.
+    ``pipeline``: a dlt pipeline of the caller's to run in (``own_pipeline.py``);
+    by default the profile's own.
     """
     started = time.monotonic()
     dlt_seam.require()  # an incompatible dlt fails here, naming what it lacks
@@ -116,8 +120,10 @@ def run_sync(
     if retry_policy is not None:
         source_args["retry_policy"] = retry_policy
 
-    with dataset_lock(profile.name), RunDatabase(profile) as database:
-        pipeline = make_pipeline(database.profile, pipeline_name, progress=progress)
+    dataset = pipeline.dataset_name if pipeline is not None else DATASET_NAME
+    with dataset_lock(profile.name, dataset), RunDatabase(profile if pipeline is None else None) as database:
+        if pipeline is None:
+            pipeline = make_pipeline(database.profile, pipeline_name, progress=progress)
         spool_root = Path(pipeline.working_dir) / "makini_spool"
         if checkpoints and not dry_run:
             source_args["spool_root"] = str(spool_root)

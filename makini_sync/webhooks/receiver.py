@@ -9,8 +9,6 @@ The event loop reads bodies and answers; the inbox writer process verifies
 and stores (``inbox_writer.py``). The 200 is sent only after the event is
 committed to the inbox (group commit: concurrent requests share one fsync).
 ``GET /healthz``, ``GET /metrics``.
-``POST /webhooks/noop`` exists only with ``noop_route=True`` (benchmark-only:
-reads the body, answers 200, verifies and stores nothing).
 """
 
 from __future__ import annotations
@@ -59,15 +57,11 @@ def signature_headers(scope: dict) -> tuple[bytes, bytes, bytes]:
     return found.get(b"webhook-id", b""), found.get(b"webhook-timestamp", b""), found.get(b"webhook-signature", b"")
 
 
-def create_app(secrets: Sequence[str], inbox: Inbox, on_stored: Optional[Any] = None,
-               noop_route: bool = False) -> Starlette:
+def create_app(secrets: Sequence[str], inbox: Inbox, on_stored: Optional[Any] = None) -> Starlette:
     """The receiver app. ``on_stored`` (optional) is called after each new event is stored.
 
     ``secrets`` are the ``whsec_...`` webhook secrets (several while rotating);
     a malformed one is a ValueError here, before anything is served.
-
-    ``noop_route`` adds ``POST /webhooks/noop`` for benchmarks only: the same
-    server's baseline (read the body, answer 200), never enabled in production.
     """
     parse_secrets(secrets)
     counters: Counter = Counter()
@@ -97,10 +91,6 @@ def create_app(secrets: Sequence[str], inbox: Inbox, on_stored: Optional[Any] = 
             on_stored()
         return JSONResponse({"status": "stored" if new else "duplicate"})
 
-    async def noop(request: Request) -> Response:
-        await request.body()
-        return JSONResponse({"status": "noop"})
-
     async def healthz(request: Request) -> Response:
         if not writer.running:
             return JSONResponse({"status": "the inbox writer is restarting"}, status_code=503)
@@ -122,7 +112,6 @@ def create_app(secrets: Sequence[str], inbox: Inbox, on_stored: Optional[Any] = 
             Route("/webhooks/makini", receive, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
-            *([Route("/webhooks/noop", noop, methods=["POST"])] if noop_route else []),  # benchmark-only
         ],
         lifespan=lifespan,
     )

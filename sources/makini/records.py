@@ -10,7 +10,7 @@ are cast to it; a value that cannot be is rejected with the field named.
 from __future__ import annotations
 
 import decimal
-from typing import Any
+from typing import Any, Mapping
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -111,13 +111,13 @@ class PageConverter:
         }
 
     def _columnar_without_children(self, records: list, splits: dict, request_id: str | None) -> dict | None:
-        """The page with its child arrays taken out and flattened row by row, the
+        """The page with its child arrays taken out and converted on their own, the
         records staying columnar; None when the records still do not convert.
 
         A child array whose items differ in type (a quantity ``12`` on one line
         and ``"12.5"`` on the next) makes Arrow refuse the whole page, while the
-        records themselves would convert: converting only the lines row by row
-        kept the drift shape's purchase orders columnar (benchmarks/sync_benchmark.py).
+        records themselves would convert: converting the lines apart kept the
+        drift shape's purchase orders columnar (benchmarks/sync_benchmark.py).
         """
         if self.documents or not self.entity.children:
             return None
@@ -128,45 +128,84 @@ class PageConverter:
         except (*ARROW_CAST_ERRORS, TypeError):
             _put_back(records, taken)
             return None
-        pk, updated = self.entity.primary_key, self.entity.updated_at
-        for child in self.entity.children:
-            rows: list[dict] = []
-            for record, items in zip(records, taken[child.field]):
-                parent = {ID_COLUMN: str(record[pk]), UPDATED_AT_COLUMN: record[updated]}
-                rows.extend(self._child_rows(child, {child.field: None if items is _ABSENT else items}, parent,
-                                             request_id))
-            if rows:
-                tables[child.table], splits[child.table] = _typed_table(rows)
-        _put_back(records, taken)
-        self.children_by_row = True
+        try:
+            parents = tables[self.entity.table]
+            for child in self.entity.children:
+                lines = self._columnar_children(child, records, taken[child.field], parents, request_id)
+                if lines is None:
+                    lines = self._children_by_row(child, records, taken[child.field], request_id)
+                    self.children_by_row = True
+                if lines is not None:
+                    tables[child.table], splits[child.table] = lines
+        finally:
+            _put_back(records, taken)
         return tables
 
+    def _child_items(self, child: ChildTable, records: list, arrays: list,
+                     request_id: str | None) -> tuple[list[dict], list[int], list[int]]:
+        """Every item of the child arrays, with its record's index and its position (from 1)."""
+        items, owners, positions = [], [], []
+        for index, (record, values) in enumerate(zip(records, arrays)):
+            if values is _ABSENT or values is None:
+                continue
+            owner = str(record[self.entity.primary_key])
+            if not isinstance(values, list):
+                raise self._malformed(f"{child.field!r} of {owner!r} is not an array", request_id)
+            for position, item in enumerate(values):
+                if not isinstance(item, dict):
+                    raise self._malformed(f"{child.field}[{position}] of {owner!r} is not an object", request_id)
+                for field_name in JSON_FIELDS & item.keys():  # kept as JSON text, as ``_flat_row`` keeps it
+                    if item[field_name] is not None and not isinstance(item[field_name], str):
+                        item[field_name] = json_text(item[field_name])
+                items.append(item)
+                owners.append(index)
+                positions.append(position + 1)
+        return items, owners, positions
+
+    def _columnar_children(self, child: ChildTable, records: list, arrays: list, parents: pa.Table,
+                           request_id: str | None) -> tuple[pa.Table, dict] | None:
+        """The child table in Arrow, the items' mixed fields row by row beside it
+        (as the records' are); None when the items do not convert."""
+        items, owners, positions = self._child_items(child, records, arrays, request_id)
+        if not items:
+            return None
+        pulled = _pull_mixed_fields(items, frozenset())
+        try:
+            array = pa.array(items)
+            if _flag_among_floats(items, array.type):
+                return None
+            rows = pa.Table.from_struct_array(array)
+            take = pa.array(owners, pa.int64())
+            lines = pa.table({
+                CONNECTION_COLUMN: self._connection_column(len(items)),
+                child.parent_column: parents[ID_COLUMN].take(take),
+                child.version_column: parents[UPDATED_AT_COLUMN].take(take),
+            })
+            for name in rows.column_names:
+                lines = lines.append_column(name, rows[name])
+            lines, splits = _with_pulled_fields(_flatten_structs(lines), pulled, {})
+            return _numbered(lines, child.key, positions), splits
+        except (*ARROW_CAST_ERRORS, TypeError):
+            return None
+        finally:
+            _put_back(items, pulled)
+
+    def _children_by_row(self, child: ChildTable, records: list, arrays: list,
+                         request_id: str | None) -> tuple[pa.Table, dict] | None:
+        pk, updated = self.entity.primary_key, self.entity.updated_at
+        rows: list[dict] = []
+        for record, items in zip(records, arrays):
+            parent = {ID_COLUMN: str(record[pk]), UPDATED_AT_COLUMN: record[updated]}
+            rows.extend(self._child_rows(child, {child.field: None if items is _ABSENT else items}, parent,
+                                         request_id))
+        return _typed_table(rows) if rows else None
+
     def _pull_mixed(self, records: list) -> dict[str, list]:
-        """Take out of the records the fields whose values differ in kind (an object
-        on one record, an array or text on the next) or hold arrays: Arrow cannot type
-        them together, and without them the rest of the page stays columnar."""
-        fixed = {self.entity.primary_key, self.entity.updated_at, self.entity.deleted_at} | self._skip
-        classes: dict[str, set] = {}
-        for record in records:
-            for key, value in record.items():
-                if value is not None and key not in fixed:
-                    classes.setdefault(key, set()).add(_value_class(value))
-        mixed = [key for key, found in classes.items() if len(found) > 1 or "list" in found]
-        return {key: [record.pop(key, _ABSENT) for record in records] for key in mixed}
+        fixed = frozenset({self.entity.primary_key, self.entity.updated_at, self.entity.deleted_at} | self._skip)
+        return _pull_mixed_fields(records, fixed)
 
     def _with_pulled(self, table: pa.Table, pulled: dict[str, list]) -> tuple[pa.Table, dict]:
-        """The pulled fields flattened row by row (``_flat_row``'s rules) beside the table."""
-        rows: list[dict] = [{} for _ in range(table.num_rows)]
-        for key, values in pulled.items():
-            name = self._renames.get(key, key)
-            for row, value in zip(rows, values):
-                if value is not _ABSENT and value is not None:
-                    _put(name, value, row)
-        extra, splits = _typed_table(rows)
-        for name in extra.column_names:
-            if name not in table.column_names:
-                table = table.append_column(name, extra[name])
-        return table, splits
+        return _with_pulled_fields(table, pulled, self._renames)
 
     def _validate(self, records: list, request_id: str | None) -> None:
         pk, updated = self.entity.primary_key, self.entity.updated_at
@@ -392,6 +431,50 @@ class PageConverter:
         )
 
 
+def _pull_mixed_fields(records: list, fixed: frozenset) -> dict[str, list]:
+    """Take out of the records the fields whose values differ in kind (an object
+    on one record, an array or text on the next) or hold arrays: Arrow cannot type
+    them together, and without them the rest of the page stays columnar."""
+    classes: dict[str, set] = {}
+    for record in records:
+        for key, value in record.items():
+            if value is not None and key not in fixed:
+                classes.setdefault(key, set()).add(_value_class(value))
+    mixed = [key for key, found in classes.items() if len(found) > 1 or "list" in found]
+    return {key: [record.pop(key, _ABSENT) for record in records] for key in mixed}
+
+
+def _with_pulled_fields(table: pa.Table, pulled: dict[str, list], renames: Mapping[str, str]) -> tuple[pa.Table, dict]:
+    """The pulled fields flattened row by row (``_flat_row``'s rules) beside the table."""
+    if not pulled:
+        return table, {}
+    rows: list[dict] = [{} for _ in range(table.num_rows)]
+    for key, values in pulled.items():
+        name = renames.get(key, key)
+        for row, value in zip(rows, values):
+            if value is not _ABSENT and value is not None:
+                _put(name, value, row)
+    extra, splits = _typed_table(rows)
+    for name in extra.column_names:
+        if name not in table.column_names:
+            table = table.append_column(name, extra[name])
+    return table, splits
+
+
+def _numbered(lines: pa.Table, key: str, positions: list[int]) -> pa.Table:
+    """A child's key where the item has none: its position in the array (as ``_child_rows``)."""
+    numbers = pa.array(positions, pa.int64())
+    if key not in lines.column_names or pa.types.is_null(lines.schema.field(key).type):
+        lines = lines.drop_columns([key]) if key in lines.column_names else lines
+        return lines.append_column(key, numbers)
+    column = lines[key]
+    if not column.null_count:
+        return lines
+    if not pa.types.is_int64(column.type):
+        raise TypeError("a child key of another type than its position")  # the row path numbers it
+    return lines.set_column(lines.schema.get_field_index(key), key, pc.coalesce(column, numbers))
+
+
 def _flatten_structs(table: pa.Table) -> pa.Table:
     """Struct columns become ``parent__child`` columns; other nested values, JSON text."""
     while any(pa.types.is_struct(f.type) for f in table.schema):
@@ -465,6 +548,8 @@ def _value_class(value: Any) -> str:
         return "list"
     if isinstance(value, bool):
         return "bool"
+    if isinstance(value, int) and not -(2**63) <= value < 2**63:
+        return "big"  # beyond Arrow's integers: such a field lands row by row, exactly
     if isinstance(value, (int, float)):
         return "number"
     return "text"
