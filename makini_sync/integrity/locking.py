@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 from typing import Iterator
 
-from dlt.common.runtime import run_context
+import dlt
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 @contextlib.contextmanager
 def dataset_lock(destination_name: str, dataset: str = "makini") -> Iterator[None]:
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{destination_name}.{dataset}")
-    path = Path(run_context.active().data_dir) / "locks" / f"{safe}.lock"
+    path = Path(dlt.current.run_context().data_dir) / "locks" / f"{safe}.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as handle:
         try:

@@ -38,6 +38,7 @@ from .errors import (
     error_for_status,
 )
 from . import dlt_seam, exact_json
+from .column_kinds import ARROW_CAST_ERRORS
 from .records import json_text
 from .settings import JSON_FIELDS
 
@@ -119,7 +120,7 @@ class PageSchemas:
         hint = self._schemas.get(path)
         table = None
         if hint is not None:
-            with contextlib.suppress(*ARROW_READ_ERRORS):
+            with contextlib.suppress(*ARROW_CAST_ERRORS):
                 table = _read_json(content, hint)
         if table is None or _has_timestamps(table.schema):
             table = _read_json(content)
@@ -131,7 +132,6 @@ class PageSchemas:
         return table
 
 
-ARROW_READ_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, pa.ArrowIndexError)
 
 
 def _read_json(content: bytes, schema: Optional[pa.Schema] = None) -> pa.Table:

@@ -48,7 +48,9 @@ SCHEMA_CHANGES_TABLE = "_makini_schema_changes"
 ISO_DATE = r"^\d{4}-\d{2}-\d{2}$"
 ISO_TIMESTAMP = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:?\d{2})$"
 EXACT_DOUBLE_INTEGERS = 2**53  # beyond this an integer is not always a double exactly
-ARROW_CAST_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError)
+# What Arrow raises when values do not fit a type or cannot be read together; the
+# code that catches them falls back to a slower, exact path.
+ARROW_CAST_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, pa.ArrowIndexError, OverflowError)
 
 
 def kind_of(arrow_type: pa.DataType) -> Optional[str]:

@@ -28,7 +28,7 @@ from .errors import InvalidCursor
 from .paginator import MakiniCursorPaginator
 from .prefetch import prefetched
 from .spool import Spool, SpooledPage
-from .column_kinds import ColumnKinds, schema_change_rows
+from .column_kinds import ARROW_CAST_ERRORS, ColumnKinds, schema_change_rows
 from .records import PageConverter
 from .report import SyncReport
 from .settings import ID_COLUMN, UPDATED_AT_COLUMN, Entity, entity_hints
@@ -304,7 +304,7 @@ def _concatenable(first: pa.Schema, other: pa.Schema) -> bool:
         return True
     try:
         pa.unify_schemas([first, other], promote_options="permissive")
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
+    except ARROW_CAST_ERRORS:
         return False
     return True
 
