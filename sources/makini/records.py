@@ -434,30 +434,66 @@ class PageConverter:
 def _pull_mixed_fields(records: list, fixed: frozenset) -> dict[str, list]:
     """Take out of the records the fields whose values differ in kind (an object
     on one record, an array or text on the next) or hold arrays: Arrow cannot type
-    them together, and without them the rest of the page stays columnar."""
-    classes: dict[str, set] = {}
+    them together, and without them the rest of the page stays columnar.
+
+    It looks at every value of the page, so it is written for speed: types are
+    collected first and classified once per field and type (on the drift shape
+    a call per value took a seventh of the conversion, benchmarks/sync_benchmark.py)."""
+    types: dict[str, set] = {}
     for record in records:
         for key, value in record.items():
-            if value is not None and key not in fixed:
-                classes.setdefault(key, set()).add(_value_class(value))
-    mixed = [key for key, found in classes.items() if len(found) > 1 or "list" in found]
+            found = types.get(key)
+            if found is None:
+                types[key] = {type(value)}
+            else:
+                found.add(type(value))
+    mixed = []
+    for key, found in types.items():
+        if key in fixed:
+            continue
+        classes = {_CLASS_OF_TYPE.get(kind, "text") for kind in found if kind is not _NONE_TYPE}
+        if len(classes) > 1 or "list" in classes:
+            mixed.append(key)
+        elif int in found and any(type(r.get(key)) is int and not _INT64_MIN <= r[key] <= _INT64_MAX for r in records):
+            mixed.append(key)  # beyond Arrow's integers: such a field lands row by row, exactly
     return {key: [record.pop(key, _ABSENT) for record in records] for key in mixed}
+
+
+_NONE_TYPE = type(None)
+_CLASS_OF_TYPE = {dict: "dict", list: "list", bool: "bool", int: "number", float: "number", str: "text"}
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 def _with_pulled_fields(table: pa.Table, pulled: dict[str, list], renames: Mapping[str, str]) -> tuple[pa.Table, dict]:
     """The pulled fields flattened row by row (``_flat_row``'s rules) beside the table."""
     if not pulled:
         return table, {}
-    rows: list[dict] = [{} for _ in range(table.num_rows)]
+    splits: dict[str, list[pa.Array]] = {}
+    nested: dict[str, list] = {}
     for key, values in pulled.items():
         name = renames.get(key, key)
-        for row, value in zip(rows, values):
-            if value is not _ABSENT and value is not None:
-                _put(name, value, row)
-    extra, splits = _typed_table(rows)
-    for name in extra.column_names:
+        if any(type(value) is dict for value in values):
+            nested[name] = values  # flattened into name__inner columns, row by row
+            continue
+        # scalars and arrays: one column, without building a row per record
+        column = [None if value is _ABSENT else json_text(value) if type(value) is list else value for value in values]
         if name not in table.column_names:
-            table = table.append_column(name, extra[name])
+            array, rest = _typed_column(column)
+            table = table.append_column(name, array)
+            if rest:
+                splits[name] = rest
+    if nested:
+        rows: list[dict] = [{} for _ in range(table.num_rows)]
+        for name, values in nested.items():
+            for row, value in zip(rows, values):
+                if value is not _ABSENT and value is not None:
+                    _put(name, value, row)
+        extra, extra_splits = _typed_table(rows)
+        for name in extra.column_names:
+            if name not in table.column_names:
+                table = table.append_column(name, extra[name])
+                if name in extra_splits:
+                    splits[name] = extra_splits[name]
     return table, splits
 
 
@@ -541,20 +577,6 @@ def _json_objects(objects: pa.StructArray) -> pa.Array | None:
 _ABSENT = object()  # a pulled field the record did not have
 
 
-def _value_class(value: Any) -> str:
-    if isinstance(value, dict):
-        return "dict"
-    if isinstance(value, list):
-        return "list"
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int) and not -(2**63) <= value < 2**63:
-        return "big"  # beyond Arrow's integers: such a field lands row by row, exactly
-    if isinstance(value, (int, float)):
-        return "number"
-    return "text"
-
-
 def _put_back(records: list, pulled: dict[str, list]) -> None:
     for key, values in pulled.items():
         for record, value in zip(records, values):
@@ -609,16 +631,23 @@ def _typed_table(rows: list[dict]) -> tuple[pa.Table, dict[str, list[pa.Array]]]
             columns.setdefault(column)
     arrays, splits = {}, {}
     for column in columns:
-        values = [row.get(column) for row in rows]
-        try:
-            array = pa.array(values)
-            if pa.types.is_floating(array.type) and any(isinstance(v, bool) for v in values):
-                raise TypeError("a flag after a number")  # Arrow reads True as 1.0 there
-            arrays[column] = array
-        except (*ARROW_CAST_ERRORS, TypeError):
-            parts = _parts_by_type(values)
-            arrays[column], splits[column] = parts[0], parts[1:]
+        arrays[column], rest = _typed_column([row.get(column) for row in rows])
+        if rest:
+            splits[column] = rest
     return pa.table(arrays), splits
+
+
+def _typed_column(values: list) -> tuple[pa.Array, list[pa.Array]]:
+    """One column's values as an array, or, when Arrow cannot type them together,
+    the first part by type and the others (``_typed_table``)."""
+    try:
+        array = pa.array(values)
+        if pa.types.is_floating(array.type) and any(isinstance(v, bool) for v in values):
+            raise TypeError("a flag after a number")  # Arrow reads True as 1.0 there
+        return array, []
+    except (*ARROW_CAST_ERRORS, TypeError):
+        parts = _parts_by_type(values)
+        return parts[0], parts[1:]
 
 
 def _parts_by_type(values: list) -> list[pa.Array]:
