@@ -90,3 +90,11 @@ def test_the_run_database_opens_with_the_profiles_duckdb_settings(monkeypatch, t
     with RunDatabase(profile) as database:
         assert database.connection.execute(
             "SELECT current_setting('threads'), current_setting('memory_limit')").fetchone() == (1, "95.3 MiB")
+
+
+def test_the_former_mongodb_reference_still_resolves():
+    from dlt.common.destination import Destination
+
+    former = Destination.from_reference("makini_sync.mongodb.mongodb_destination", destination_name="mongodb")
+    current = Destination.from_reference("makini_sync.destinations.mongodb.mongodb_destination", destination_name="mongodb")
+    assert former.destination_type == current.destination_type == "makini_sync.destinations.mongodb.MongodbDestinationDestination"
