@@ -9,6 +9,7 @@ Each concern has a room of its own (ARCHITECTURE.md draws the flow):
   dlt (DuckDB's memory cap, PostgreSQL's key indexes, MongoDB);
 - ``webhooks``: the receiver, its durable inbox, and the processor;
 - ``scheduling``: what decides when to sync again (the polling fallback,
-  reconcile);
-- ``dlt_seam``: every use of dlt's private members, in one place.
+  reconcile).
+
+Every use of dlt's private members is in ``sources/makini/dlt_seam.py``.
 """

@@ -1,5 +1,7 @@
 """Page conversion: nested objects, arrays and custom fields, on the row path and the Arrow path."""
 
+import copy
+
 import orjson
 import pyarrow as pa
 import pytest
@@ -71,3 +73,60 @@ def test_custom_fields_json_built_column_wise_equals_orjson(keys, data):
     order = [field.name for field in column.type] if pa.types.is_struct(column.type) else []
     expected = [None if r is None else orjson.dumps({k: r[k] for k in order}).decode() for r in rows]
     assert _json_column(column).to_pylist() == expected
+
+
+PO = ENTITIES["purchase_orders"]
+
+
+def _order(rid: str, lines) -> dict:
+    return {"id": rid, "updated_at": "2026-01-02T03:04:05.678Z", "status": "open", "line_items": lines}
+
+
+def _by_row(records: list) -> dict:
+    converter = PageConverter(PO, "c1")
+    converter._validate(records, None)
+    tables, splits = converter._convert_rows(records, None)
+    return {n: converter._final_types(n, t, None, splits.get(n)) for n, t in tables.items()}
+
+
+def _rows(table: pa.Table) -> list:
+    return sorted(({k: v for k, v in r.items() if v is not None} for r in table.to_pylist()), key=repr)
+
+
+# pages whose lines make Arrow refuse the page as a whole (a quantity that is a number
+# on one line and text on the next), with a twist each in their line items
+MIXED_LINES = [{"line_number": 10, "quantity": 2}, {"line_number": 20, "quantity": "2.5"}]
+CHILD_PAGES = {
+    "a key that mixes types": [_order("a", [{"line_number": 2, "sku": "x"}, {"line_number": "X", "sku": "y"}]),
+                               _order("b", MIXED_LINES)],
+    "a key beyond 64 bits": [_order("a", [{"line_number": 2**70, "quantity": 1}, {"line_number": 5, "quantity": "1"}])],
+    "keys missing on some lines": [_order("a", [{"quantity": 1}, {"line_number": 7, "quantity": "3"}]),
+                                   _order("b", [{"quantity": 2.5}])],
+    "an empty object, a zero and an empty string for the lines": [
+        _order("a", {}), _order("b", 0), _order("c", ""), _order("d", MIXED_LINES)],
+    "a line field named like a column the child table adds": [
+        _order("a", [{"line_number": 1, "purchase_order_id": "other", "quantity": 1}]), _order("b", MIXED_LINES)],
+    "lines holding objects and custom fields": [
+        _order("a", [{"line_number": 1, "dims": {"w": 1, "h": 2.5}, "custom_fields": {"k": None}, "quantity": 1}]),
+        _order("b", MIXED_LINES)],
+}
+
+
+@pytest.mark.parametrize("case", CHILD_PAGES)
+def test_lines_converted_apart_equal_the_row_path(case):
+    expected = _by_row(copy.deepcopy(CHILD_PAGES[case]))
+    converter = PageConverter(PO, "c1")
+    got = converter.convert(copy.deepcopy(CHILD_PAGES[case]))
+    assert converter.stayed_columnar, "the records should stay columnar"
+    for name in expected:
+        assert _rows(got[name]) == _rows(expected[name]), name
+    lines = got.get("purchase_orders__line_items")
+    if lines is not None and "line_number" in lines.column_names:
+        keys = [(r["purchase_order_id"], r["line_number"]) for r in lines.to_pylist() if r["line_number"] is not None]
+        assert len(keys) == len(set(keys)), "two lines share a key: the merge would keep one"
+
+
+def test_a_page_whose_lines_are_all_empty_reports_no_row_path():
+    converter = PageConverter(PO, "c1")
+    converter.convert([_order("a", []), _order("b", []), {**_order("c", []), "status": 3}])
+    assert converter.stayed_columnar and not converter.children_by_row

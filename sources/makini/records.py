@@ -131,7 +131,10 @@ class PageConverter:
         try:
             parents = tables[self.entity.table]
             for child in self.entity.children:
-                lines = self._columnar_children(child, records, taken[child.field], parents, request_id)
+                items = self._child_items(child, records, taken[child.field], request_id)
+                if not items[0]:
+                    continue  # no lines on this page
+                lines = self._columnar_children(child, items, parents)
                 if lines is None:
                     lines = self._children_by_row(child, records, taken[child.field], request_id)
                     self.children_by_row = True
@@ -146,7 +149,8 @@ class PageConverter:
         """Every item of the child arrays, with its record's index and its position (from 1)."""
         items, owners, positions = [], [], []
         for index, (record, values) in enumerate(zip(records, arrays)):
-            if values is _ABSENT or values is None:
+            values = None if values is _ABSENT else values or []  # as ``_child_rows`` reads it
+            if not values:
                 continue
             owner = str(record[self.entity.primary_key])
             if not isinstance(values, list):
@@ -162,14 +166,18 @@ class PageConverter:
                 positions.append(position + 1)
         return items, owners, positions
 
-    def _columnar_children(self, child: ChildTable, records: list, arrays: list, parents: pa.Table,
-                           request_id: str | None) -> tuple[pa.Table, dict] | None:
+    def _columnar_children(self, child: ChildTable, found: tuple[list[dict], list[int], list[int]],
+                           parents: pa.Table) -> tuple[pa.Table, dict] | None:
         """The child table in Arrow, the items' mixed fields row by row beside it
-        (as the records' are); None when the items do not convert."""
-        items, owners, positions = self._child_items(child, records, arrays, request_id)
-        if not items:
-            return None
+        (as the records' are); None when the items do not convert, or when the
+        row path decides their columns (a key that mixes types, a field named like
+        a column the child table adds)."""
+        items, owners, positions = found
         pulled = _pull_mixed_fields(items, frozenset())
+        added = {CONNECTION_COLUMN, child.parent_column, child.version_column}
+        if child.key in pulled or any(added & item.keys() for item in items):
+            _put_back(items, pulled)
+            return None
         try:
             array = pa.array(items)
             if _flag_among_floats(items, array.type):
