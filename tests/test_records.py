@@ -130,3 +130,15 @@ def test_a_page_whose_lines_are_all_empty_reports_no_row_path():
     converter = PageConverter(PO, "c1")
     converter.convert([_order("a", []), _order("b", []), {**_order("c", []), "status": 3}])
     assert converter.stayed_columnar and not converter.children_by_row
+
+
+def test_arrays_inside_objects_keep_the_json_the_api_sent():
+    vendors = ENTITIES["vendors"]
+    page = [{"id": "a", "updated_at": "2024-01-01T00:00:00Z", "meta": {"l": [1, 2.5], "m": [{"a": 1}, {"b": 2}]}},
+            {"id": "b", "updated_at": "2024-01-01T00:00:00Z", "meta": {"l": [3], "m": []}}]
+    got = PageConverter(vendors, "c1").convert(copy.deepcopy(page))["vendors"]
+    assert got.select(["meta__l", "meta__m"]).to_pylist() == [
+        {"meta__l": "[1,2.5]", "meta__m": '[{"a":1},{"b":2}]'}, {"meta__l": "[3]", "meta__m": "[]"}]
+    orders = [_order("a", [{"line_number": 1, "dims": {"l": [1, 2.5]}}]), _order("b", MIXED_LINES)]
+    lines = PageConverter(PO, "c1").convert(copy.deepcopy(orders))["purchase_orders__line_items"]
+    assert [r["dims__l"] for r in lines.to_pylist() if r["purchase_order_id"] == "a"] == ["[1,2.5]"]

@@ -39,7 +39,7 @@ from .errors import (
 )
 from . import dlt_seam, exact_json
 from .column_kinds import ARROW_CAST_ERRORS
-from .records import json_text
+from .records import json_text, nested_lists_print_back, prints_back
 from .settings import JSON_FIELDS
 
 logger = logging.getLogger(__name__)
@@ -228,9 +228,9 @@ def _arrow_page(response: requests.Response, table: pa.Table, child_fields: froz
             continue
         values = records[name].combine_chunks()
         if name in JSON_FIELDS or pa.types.is_list(values.type):
-            if not _prints_back(values):
+            if not prints_back(values):
                 unfaithful.append(name)  # its JSON text comes from orjson
-        elif not _nested_lists_print_back(values):
+        elif not nested_lists_print_back(values):
             return None  # an array inside an object that Arrow cannot print back: the orjson path
     if unfaithful:
         records = _as_sent(records, unfaithful, response)
@@ -245,40 +245,6 @@ def _as_sent(records: pa.Table, names: list[str], response: requests.Response) -
         text = pa.array([None if (v := r.get(name)) is None else json_text(v) for r in data], pa.string())
         records = records.set_column(records.schema.get_field_index(name), name, text)
     return records
-
-
-def _prints_back(values: pa.Array) -> bool:
-    """Whether a free-form JSON field, as Arrow typed it, prints back as the API wrote it.
-
-    Arrow infers one type for all records: a timestamp-looking string becomes
-    a timestamp (printed back reformatted), an integer among floats a float
-    (1 becomes 1.0), a key some records lack a null (a key they never had).
-    Text, integers, flags, objects and arrays of those, with no nulls inside,
-    print back as sent; anything else sends the page down the orjson path.
-    """
-    if pa.types.is_null(values.type):
-        return True  # the field is null (or absent) in every record: stored as NULL
-    return _prints_back_inside(values.filter(values.is_valid()))  # a null field is stored as NULL
-
-
-def _nested_lists_print_back(values: pa.Array) -> bool:
-    """Whether every array inside an object column prints back as sent (``_prints_back``)."""
-    if pa.types.is_struct(values.type):
-        return all(_nested_lists_print_back(values.field(i)) for i in range(values.type.num_fields))
-    if pa.types.is_list(values.type):
-        return _prints_back(values)
-    return True
-
-
-def _prints_back_inside(values: pa.Array) -> bool:
-    kind = values.type
-    if values.null_count:
-        return False
-    if pa.types.is_struct(kind):
-        return all(_prints_back_inside(values.field(i)) for i in range(kind.num_fields))
-    if pa.types.is_list(kind):
-        return _prints_back_inside(values.flatten())
-    return pa.types.is_string(kind) or pa.types.is_int64(kind) or pa.types.is_boolean(kind)
 
 
 def raise_for_makini_error(response: requests.Response, *args: Any, **kwargs: Any) -> None:

@@ -110,6 +110,9 @@ class PageConverter:
             for name, table in tables.items()
         }
 
+    def _objects_print_back(self, array: pa.StructArray) -> bool:
+        return _objects_print_back(array, frozenset(c.field for c in self.entity.children) | JSON_FIELDS)
+
     def _columnar_without_children(self, records: list, splits: dict, request_id: str | None) -> dict | None:
         """The page with its child arrays taken out and converted on their own, the
         records staying columnar; None when the records still do not convert.
@@ -180,7 +183,7 @@ class PageConverter:
             return None
         try:
             array = pa.array(items)
-            if _flag_among_floats(items, array.type):
+            if _flag_among_floats(items, array.type) or not _objects_print_back(array, frozenset()):
                 return None
             rows = pa.Table.from_struct_array(array)
             take = pa.array(owners, pa.int64())
@@ -272,6 +275,8 @@ class PageConverter:
         array = pa.array(records)
         if _flag_among_floats(records, array.type):
             raise TypeError("a flag among numbers")  # Arrow's inference read True as 1.0
+        if not self._objects_print_back(array):
+            raise TypeError("an array inside an object that Arrow would not print back as sent")
         return self._from_arrow(pa.Table.from_struct_array(array))
 
     def _from_arrow(self, table: pa.Table) -> dict[str, pa.Table]:
@@ -437,6 +442,62 @@ class PageConverter:
         return MalformedResponse(
             detail, connection=self.connection_id, entity=self.entity.table, request_id=request_id
         )
+
+
+def prints_back(values: pa.Array) -> bool:
+    """Whether a free-form JSON field, as Arrow typed it, prints back as the API wrote it.
+
+    Arrow infers one type for all records: a timestamp-looking string becomes
+    a timestamp (printed back reformatted), an integer among floats a float
+    (1 becomes 1.0), a key some records lack a null (a key they never had).
+    Text, integers, flags, objects and arrays of those, with no nulls inside,
+    print back as sent; anything else sends the page down the orjson path.
+    """
+    if pa.types.is_null(values.type):
+        return True  # the field is null (or absent) in every record: stored as NULL
+    return _prints_back_inside(values.filter(values.is_valid()))  # a null field is stored as NULL
+
+
+def nested_lists_print_back(values: pa.Array) -> bool:
+    """Whether every array inside an object column prints back as sent (``_prints_back``)."""
+    if pa.types.is_struct(values.type):
+        return all(nested_lists_print_back(values.field(i)) for i in range(values.type.num_fields))
+    if pa.types.is_list(values.type):
+        return prints_back(values)
+    return True
+
+
+def _prints_back_inside(values: pa.Array) -> bool:
+    kind = values.type
+    if values.null_count:
+        return False
+    if pa.types.is_struct(kind):
+        return all(_prints_back_inside(values.field(i)) for i in range(kind.num_fields))
+    if pa.types.is_list(kind):
+        return _prints_back_inside(values.flatten())
+    return pa.types.is_string(kind) or pa.types.is_int64(kind) or pa.types.is_boolean(kind)
+
+
+def _objects_print_back(records: pa.StructArray, skip: frozenset) -> bool:
+    """Whether every array inside the records' objects prints back as sent
+    (``nested_lists_print_back``), and so does every array inside their child
+    items: Arrow types an array's values together (``[1, 2.5]`` becomes
+    ``[1.0, 2.5]``, objects gain each other's keys as nulls), and such a field
+    then goes row by row, which keeps it as sent."""
+    kind = records.type
+    for index in range(kind.num_fields):
+        field = kind.field(index)
+        values = records.field(index)
+        if field.name in JSON_FIELDS:
+            continue
+        if field.name in skip:
+            if pa.types.is_list(field.type) and pa.types.is_struct(field.type.value_type):
+                if not _objects_print_back(values.flatten(), frozenset()):
+                    return False
+            continue
+        if pa.types.is_struct(field.type) and not nested_lists_print_back(values):
+            return False
+    return True
 
 
 def _pull_mixed_fields(records: list, fixed: frozenset) -> dict[str, list]:
