@@ -295,8 +295,15 @@ class PageConverter:
                     continue
                 if not pa.types.is_list(items.type) or not pa.types.is_struct(items.type.value_type):
                     raise TypeError("child field is not a list of objects")  # row path reports it
+                flat = pc.list_flatten(items)
+                names = {flat.type.field(i).name for i in range(flat.type.num_fields)}
+                added = {CONNECTION_COLUMN, child.parent_column, child.version_column}
+                if flat.null_count or names & (JSON_FIELDS | added):
+                    # a null item, free-form JSON inside an item, or a field named like a
+                    # column the child table adds: the row path decides, as for every page
+                    raise TypeError("line items the row path converts")
                 parents = pc.list_parent_indices(items)
-                rows = pa.Table.from_struct_array(pc.list_flatten(items))
+                rows = pa.Table.from_struct_array(flat)
                 if rows.num_rows:
                     lines = pa.table({
                         CONNECTION_COLUMN: self._connection_column(rows.num_rows),
@@ -305,7 +312,9 @@ class PageConverter:
                     })
                     for name in rows.column_names:
                         lines = lines.append_column(name, rows[name])
-                    tables[child.table] = _flatten_structs(lines)
+                    starts = items.offsets.take(parents).cast(pa.int64())
+                    positions = pc.add(pc.subtract(pa.array(range(rows.num_rows), pa.int64()), starts), 1)
+                    tables[child.table] = _numbered(_flatten_structs(lines), child.key, positions)
         table = table.add_column(0, CONNECTION_COLUMN, self._connection_column(table.num_rows))
         return {self.entity.table: _flatten_structs(table), **tables}
 
@@ -566,9 +575,9 @@ def _with_pulled_fields(table: pa.Table, pulled: dict[str, list], renames: Mappi
     return table, splits
 
 
-def _numbered(lines: pa.Table, key: str, positions: list[int]) -> pa.Table:
+def _numbered(lines: pa.Table, key: str, positions: list[int] | pa.Array) -> pa.Table:
     """A child's key where the item has none: its position in the array (as ``_child_rows``)."""
-    numbers = pa.array(positions, pa.int64())
+    numbers = positions if isinstance(positions, pa.Array) else pa.array(positions, pa.int64())
     if key not in lines.column_names or pa.types.is_null(lines.schema.field(key).type):
         lines = lines.drop_columns([key]) if key in lines.column_names else lines
         return lines.append_column(key, numbers)
