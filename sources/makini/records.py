@@ -161,9 +161,6 @@ class PageConverter:
             for position, item in enumerate(values):
                 if not isinstance(item, dict):
                     raise self._malformed(f"{child.field}[{position}] of {owner!r} is not an object", request_id)
-                for field_name in JSON_FIELDS & item.keys():  # kept as JSON text, as ``_flat_row`` keeps it
-                    if item[field_name] is not None and not isinstance(item[field_name], str):
-                        item[field_name] = json_text(item[field_name])
                 items.append(item)
                 owners.append(index)
                 positions.append(position + 1)
@@ -173,16 +170,14 @@ class PageConverter:
                            parents: pa.Table) -> tuple[pa.Table, dict] | None:
         """The child table in Arrow, the items' mixed fields row by row beside it
         (as the records' are); None when the items do not convert, or when the
-        row path decides their columns (a key that mixes types, a field named like
-        a column the child table adds)."""
+        row path decides their columns (``_row_path_decides``, or a key that mixes types)."""
         items, owners, positions = found
         pulled = _pull_mixed_fields(items, frozenset())
-        added = {CONNECTION_COLUMN, child.parent_column, child.version_column}
-        if child.key in pulled or any(added & item.keys() for item in items):
-            _put_back(items, pulled)
-            return None
         try:
             array = pa.array(items)
+            names = {array.type.field(i).name for i in range(array.type.num_fields)} | pulled.keys()
+            if child.key in pulled or _row_path_decides(child, names):
+                return None
             if _flag_among_floats(items, array.type) or not _objects_print_back(array, frozenset()):
                 return None
             rows = pa.Table.from_struct_array(array)
@@ -297,11 +292,8 @@ class PageConverter:
                     raise TypeError("child field is not a list of objects")  # row path reports it
                 flat = pc.list_flatten(items)
                 names = {flat.type.field(i).name for i in range(flat.type.num_fields)}
-                added = {CONNECTION_COLUMN, child.parent_column, child.version_column}
-                if flat.null_count or names & (JSON_FIELDS | added):
-                    # a null item, free-form JSON inside an item, or a field named like a
-                    # column the child table adds: the row path decides, as for every page
-                    raise TypeError("line items the row path converts")
+                if flat.null_count or _row_path_decides(child, names):
+                    raise TypeError("line items the row path converts")  # a null item is reported there
                 parents = pc.list_parent_indices(items)
                 rows = pa.Table.from_struct_array(flat)
                 if rows.num_rows:
@@ -573,6 +565,13 @@ def _with_pulled_fields(table: pa.Table, pulled: dict[str, list], renames: Mappi
                 if name in extra_splits:
                     splits[name] = extra_splits[name]
     return table, splits
+
+
+def _row_path_decides(child: ChildTable, item_fields: set) -> bool:
+    """Whether line items with these fields take the row path, on every
+    columnar path alike: free-form JSON inside an item (kept as JSON text
+    there), or a field named like a column the child table adds."""
+    return bool(item_fields & (JSON_FIELDS | {CONNECTION_COLUMN, child.parent_column, child.version_column}))
 
 
 def _numbered(lines: pa.Table, key: str, positions: list[int] | pa.Array) -> pa.Table:
