@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dlt
 import duckdb
+import pytest
 
 from makini_sandbox import Sandbox
 from makini_sync.run.own_pipeline import sync_in_pipeline
@@ -18,10 +19,12 @@ def user_pipeline(name: str, db_path) -> dlt.Pipeline:
     return dlt.pipeline(name, destination=dlt.destinations.duckdb(str(db_path)), dataset_name="makini")
 
 
-def test_own_pipeline_keeps_line_items_exact_where_a_plain_run_does_not(tmp_path, monkeypatch):
+@pytest.mark.parametrize("shape", ["default", "drift"])
+def test_own_pipeline_keeps_line_items_exact_where_a_plain_run_does_not(shape, tmp_path, monkeypatch):
     monkeypatch.setenv("DLT_DATA_DIR", str(tmp_path / "dlt"))
     own_db, plain_db = tmp_path / "own.duckdb", tmp_path / "plain.duckdb"
-    with Sandbox(seed=3, sizes=SIZES, connections=1, in_process=True, rate_limit_per_minute=10**6) as sandbox:
+    with Sandbox(seed=3, sizes=SIZES, connections=1, shapes=[shape], in_process=True,
+                 rate_limit_per_minute=10**6) as sandbox:
         settings = dict(base_url=sandbox.base_url, api_token=sandbox.tokens, retry_policy=FAST_RETRIES)
         own, plain = user_pipeline("own", own_db), user_pipeline("plain", plain_db)
         for _ in range(2):  # a first sync, then one after orders changed their lines
