@@ -37,7 +37,8 @@ def main() -> None:
     with Sandbox(seed=1, sizes=sizes, connections=1, rate_limit_per_minute=10**9) as sandbox:
         for fmt in args.formats.split(","):
             with psycopg.connect(URL, autocommit=True) as conn:
-                for schema in ("makini", "makini_staging"):
+                for schema in ("makini", *(r[0] for r in conn.execute(  # every pipeline's own staging too
+                    "SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE 'makini_staging%'"))):
                     conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
             os.environ["DLT_DATA_DIR"] = tempfile.mkdtemp()
             profile = load_profile("postgres")

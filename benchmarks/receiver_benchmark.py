@@ -267,8 +267,10 @@ def reset_postgres(url: str) -> None:
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("DROP SCHEMA IF EXISTS makini CASCADE")
-        conn.execute("DROP SCHEMA IF EXISTS makini_staging CASCADE")
+        staging = [r[0] for r in conn.execute(  # every pipeline's own staging too
+            "SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE 'makini_staging%'")]
+        for schema in ("makini", *staging):
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 
 
 def wait_processed(inbox: Path, ids: list[str], timeout: float) -> dict[str, float]:

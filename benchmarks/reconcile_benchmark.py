@@ -58,7 +58,8 @@ def reset(destination: str) -> None:
         import psycopg
 
         with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
-            for schema in ("makini", "makini_staging"):
+            for schema in ("makini", *(r[0] for r in conn.execute(  # every pipeline's own staging too
+                    "SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE 'makini_staging%'"))):
                 conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 
 

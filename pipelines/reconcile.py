@@ -18,7 +18,7 @@ from typing import Optional
 from makini_sync.destinations.profiles import load_profile
 from makini_sync.scheduling.reconcile import reconcile, render_run
 from pipelines.exit_codes import failure_exit_code
-from pipelines.sync import add_sandbox_arguments, makini_endpoint
+from pipelines.sync import add_sandbox_arguments, add_worker_arguments, makini_endpoint, worker_selection
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
@@ -26,6 +26,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--destination", default="duckdb", help="a profile in destinations.toml (default: duckdb)")
     parser.add_argument("--entities", default=None, help="comma-separated, e.g. purchase_orders,vendors (default: all)")
     parser.add_argument("--dry-run", action="store_true", help="report what differs; change nothing")
+    add_worker_arguments(parser)
     add_sandbox_arguments(parser)
     parser.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING (default) or ERROR")
     return parser.parse_args(argv)
@@ -37,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
         profile = load_profile(args.destination)
         with makini_endpoint(args) as endpoint:
             result = reconcile(profile, endpoint.get("base_url"), endpoint.get("api_token"),
-                               args.entities.split(",") if args.entities else None, dry_run=args.dry_run)
+                               args.entities.split(",") if args.entities else None, dry_run=args.dry_run,
+                               selection=worker_selection(args))
     except Exception as exc:  # noqa: BLE001 - the known failures become one line and an exit code
         code = failure_exit_code("makini reconcile", exc)
         if code is None:

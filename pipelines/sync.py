@@ -16,6 +16,7 @@ from typing import Iterator, Optional
 from makini_sync.destinations.profiles import load_profile
 from makini_sync.run.summary import failure_line, render_summary
 from makini_sync.run.sync import DEFAULT_ROWS_PER_LOAD, run_sync
+from makini_sync.workers.selection import Shard, WorkerSelection
 from pipelines.exit_codes import failure_exit_code
 
 logger = logging.getLogger("makini_sync")
@@ -25,7 +26,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m pipelines.sync", description=__doc__.split("\n")[0])
     parser.add_argument("--destination", default="duckdb", help="a profile in destinations.toml (default: duckdb)")
     parser.add_argument("--entities", default=None, help="comma-separated, e.g. purchase_orders,vendors (default: all)")
-    parser.add_argument("--full-refresh", action="store_true", help="drop the tables and bookmarks, and reload everything")
+    parser.add_argument("--full-refresh", action="store_true",
+                        help="delete this worker's connections' rows and bookmarks, and reload them")
+    add_worker_arguments(parser)
     add_sandbox_arguments(parser)
     parser.add_argument("--rows-per-load", type=int, default=None,
                         help="rows per load package; bounds memory (default: %d)" % DEFAULT_ROWS_PER_LOAD)
@@ -33,6 +36,21 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING (default) or ERROR")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
+
+
+def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
+    """--shard and --worker: which of the configured connections this worker syncs."""
+    parser.add_argument("--shard", default=None, metavar="K/N",
+                        help="sync only shard K of N of the configured connections (by a hash of each token); "
+                             "N workers with --shard 1/N .. N/N split a fleet with no coordinator")
+    parser.add_argument("--worker", default=None, metavar="NAME",
+                        help="name this worker's state, for workers configured with different token lists "
+                             "(default: the shard, or 'all')")
+
+
+def worker_selection(args: argparse.Namespace) -> WorkerSelection:
+    shard, worker = getattr(args, "shard", None), getattr(args, "worker", None)
+    return WorkerSelection(Shard.parse(shard) if shard else None, worker)
 
 
 def add_sandbox_arguments(parser: argparse.ArgumentParser) -> None:
@@ -65,9 +83,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     progress = None if args.no_progress or not sys.stderr.isatty() else "enlighten"
     try:
         profile = load_profile(args.destination)
+        selection = worker_selection(args)
         with makini_endpoint(args) as endpoint:
             result = run_sync(
                 profile,
+                selection=selection,
                 entities=args.entities.split(",") if args.entities else None,
                 full_refresh=args.full_refresh,
                 progress=progress,

@@ -60,7 +60,7 @@ def webhook_secrets() -> list[str]:
     """The configured ``whsec_`` secrets, each checked (a malformed one is a configuration error)."""
     from makini_sync.webhooks.signatures import parse_secrets, secret_list
 
-    secret = dlt.secrets.get("sources.makini.webhook_secret")
+    secret: object = dlt.secrets.get("sources.makini.webhook_secret")  # one secret or a list
     if not secret:
         raise ConfigurationError(
             "no webhook secret: set sources.makini.webhook_secret (env SOURCES__MAKINI__WEBHOOK_SECRET)"

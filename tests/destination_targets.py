@@ -99,7 +99,9 @@ def _drop_postgres() -> None:
 
     try:
         with psycopg.connect(POSTGRES_URL.replace("postgresql://", "postgresql://", 1), autocommit=True) as conn:
-            for schema in ("makini", "makini_staging"):
+            staging = [r[0] for r in conn.execute(
+                "SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE 'makini_staging%'")]
+            for schema in ("makini", *staging):  # each pipeline has a staging dataset of its own
                 conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
     except psycopg.OperationalError as exc:
         unavailable("PostgreSQL at 127.0.0.1:5432", exc)
@@ -113,7 +115,8 @@ def _drop_mysql() -> None:
     except pymysql.err.OperationalError as exc:
         unavailable("MariaDB at 127.0.0.1:3306", exc)
     with conn, conn.cursor() as cur:
-        for db in ("makini", "makini_staging"):
+        cur.execute("SHOW DATABASES LIKE 'makini_staging%'")
+        for db in ("makini", *(r[0] for r in cur.fetchall())):  # each pipeline has a staging dataset of its own
             cur.execute(f"DROP DATABASE IF EXISTS {db}")
 
 

@@ -73,6 +73,7 @@ def test_config_from_env_as_json(monkeypatch):
     ({}, {"c": {"entities": {"purchase_orders": {"children": [{"table": "x", "field": "y"}]}}}},
      ["sources.makini.connections.c.entities.purchase_orders.children[0]", "purchase_orders__line_items"]),
     ({}, {"c": {"entities": {"vendors": {"primary_key": 5}}}}, ["vendors.primary_key", "field name"]),
+    ('{"vendors": {"updated_at": null}}', {}, ["vendors.updated_at", "not null"]),  # JSON null
     ({}, {"c": {"entity": {}}}, ["sources.makini.connections.c", "'entity'", "entities"]),
     ("{not json", {}, ["sources.makini.entities", "JSON"]),
 ])

@@ -12,11 +12,12 @@ import pytest
 
 from sources.makini.bookmark import parse_iso
 from sources.makini.errors import ConfigurationError
+from makini_sync.workers.naming import sync_pipeline_name
 from tests.sync_support import assert_exact, sync, warehouse_versions
 
 
 def _bookmarks(table: str) -> dict:
-    pipeline = dlt.attach("makini_sync")
+    pipeline = dlt.attach(sync_pipeline_name("duckdb", "makini"))
     return pipeline.state["sources"]["makini"]["resources"][table]["bookmarks"]
 
 

@@ -3,7 +3,10 @@
 from makini_sync.destinations.profiles import make_pipeline
 from sources.makini import makini_source
 from sources.makini.report import SyncReport
+from makini_sync.workers.naming import sync_pipeline_name
 from tests.sync_support import FAST_RETRIES, assert_exact, duckdb_profile, mutating, sync
+
+SYNC_PIPELINE = sync_pipeline_name("duckdb", "makini")  # the pipeline sync() runs in
 
 
 def test_many_small_loads_end_exact_under_mutation(fresh_sandbox, tmp_path):
@@ -23,7 +26,7 @@ def test_many_small_loads_end_exact_under_mutation(fresh_sandbox, tmp_path):
 def test_expired_cursor_restarts_from_the_walks_bookmark(fresh_sandbox, tmp_path):
     db = tmp_path / "w.duckdb"
     profile = duckdb_profile(db)
-    pipeline = make_pipeline(profile, "makini_sync")
+    pipeline = make_pipeline(profile, SYNC_PIPELINE)
     report = SyncReport()
     # one bounded load, as if the run had been stopped after it
     source = makini_source(base_url=fresh_sandbox.base_url, api_token=fresh_sandbox.tokens,
@@ -50,7 +53,7 @@ def test_a_kill_between_normalize_commit_and_cleanup_is_mended(fresh_sandbox, tm
     from pathlib import Path
 
     db = tmp_path / "w.duckdb"
-    pipeline = make_pipeline(duckdb_profile(db), "makini_sync")
+    pipeline = make_pipeline(duckdb_profile(db), SYNC_PIPELINE)
     source = makini_source(base_url=fresh_sandbox.base_url, api_token=fresh_sandbox.tokens,
                            entities=["vendors"], report=SyncReport(), retry_policy=FAST_RETRIES)
     pipeline.extract(source, loader_file_format="parquet")
@@ -77,7 +80,7 @@ def test_a_kill_while_dlt_creates_its_load_storage_is_mended(fresh_sandbox, tmp_
     from dlt.common.storages.load_storage import LoadStorage
 
     db = tmp_path / "w.duckdb"
-    pipeline = make_pipeline(duckdb_profile(db), "makini_sync")
+    pipeline = make_pipeline(duckdb_profile(db), SYNC_PIPELINE)
     source = makini_source(base_url=fresh_sandbox.base_url, api_token=fresh_sandbox.tokens,
                            entities=["vendors"], report=SyncReport(), retry_policy=FAST_RETRIES)
     pipeline.extract(source, loader_file_format="parquet")

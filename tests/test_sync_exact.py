@@ -1,5 +1,6 @@
 """A sync ends equal to the sandbox truth whatever the API does during the run."""
 
+from makini_sync.workers.naming import staging_layout
 from tests.sync_support import assert_exact, mutating, sync
 
 
@@ -35,6 +36,8 @@ def test_rerun_never_duplicates(fresh_sandbox, tmp_path):
     sync(db, fresh_sandbox, entities=["vendors"])
     import duckdb
 
+    from makini_sync.workers.naming import staging_layout
+
     with duckdb.connect(str(db), read_only=True) as con:
         total, distinct = con.execute(
             "SELECT COUNT(*), COUNT(DISTINCT (connection_id, id)) FROM makini.vendors"
@@ -50,10 +53,11 @@ def test_a_finished_sync_leaves_no_rows_in_staging(fresh_sandbox, tmp_path):
     assert result.ok, result.report.failures
     import duckdb
 
+    staging = staging_layout(result.pipeline_name) % "makini"  # the pipeline's own staging dataset
     with duckdb.connect(str(db), read_only=True) as con:
         staged = con.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'makini_staging'").fetchall()
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = ?", [staging]).fetchall()
         assert {name for (name,) in staged} >= {"purchase_orders", "purchase_orders__line_items", "vendors"}
-        counts = {name: con.execute(f'SELECT COUNT(*) FROM makini_staging."{name}"').fetchone()[0]
+        counts = {name: con.execute(f'SELECT COUNT(*) FROM {staging}."{name}"').fetchone()[0]
                   for (name,) in staged if not name.startswith("_dlt")}
     assert set(counts.values()) == {0}, counts

@@ -9,12 +9,13 @@ from pathlib import Path
 from typing import Any, Optional
 
 import dlt
-from dlt.common.destination import Destination
+from dlt.common.destination import Destination, TLoaderFileFormat
 
 from sources.makini.dlt_seam import own_duckdb_connection
 from sources.makini.errors import ConfigurationError
 
 from makini_sync.run.load_errors import quiet_dlt_tracebacks
+from makini_sync.workers.naming import staging_layout
 
 DEFAULT_PROFILES = Path(__file__).resolve().parents[2] / "destinations.toml"
 DEFAULT_DUCKDB_FILE = "makini_sync.duckdb"
@@ -27,7 +28,7 @@ SECRET_KEYS = frozenset({"credentials", "password", "private_key", "private_key_
 class Profile:
     name: str
     destination: str
-    loader_file_format: Optional[str] = None
+    loader_file_format: Optional[TLoaderFileFormat] = None
     settings: dict[str, Any] = field(default_factory=dict)
     documents: bool = False  # a document store: child rows stay embedded in their parent
     credentials_settings: dict[str, Any] = field(default_factory=dict)
@@ -40,7 +41,8 @@ class Profile:
 
     def load(self, pipeline: dlt.Pipeline) -> Any:
         """``pipeline.load()`` with this profile's number of load workers."""
-        return pipeline.load(**({"workers": self.load_workers} if self.load_workers else {}))
+        options: dict[str, Any] = {"workers": self.load_workers} if self.load_workers else {}
+        return pipeline.load(**options)
 
     def with_settings(self, **settings: Any) -> "Profile":
         """This profile with more destination settings (e.g. explicit credentials in tests)."""
@@ -59,7 +61,9 @@ class Profile:
             self.duckdb_file()  # refuses a file named like the dataset
             if "credentials" not in settings and not self._database_configured():
                 settings["credentials"] = DEFAULT_DUCKDB_FILE  # dlt would name it after the profile
-        return Destination.from_reference(self.destination, destination_name=self.name, **settings)
+        destination = Destination.from_reference(self.destination, destination_name=self.name, **settings)
+        assert destination is not None  # a reference always resolves or raises
+        return destination
 
     def duckdb_file(self) -> Optional[str]:
         """The DuckDB file this profile writes, as dlt would resolve it (explicit setting,
@@ -67,7 +71,7 @@ class Profile:
         in-memory or externally opened database, or another destination."""
         if self.destination != "duckdb":
             return None
-        configured = self.settings.get("credentials")
+        configured: Any = self.settings.get("credentials")
         if configured is None:
             configured = dlt.secrets.get(f"destination.{self.name}.credentials")
         if isinstance(configured, dict):
@@ -90,7 +94,7 @@ class Profile:
         return own_duckdb_connection(credentials)
 
     def _database_configured(self) -> bool:
-        configured = dlt.secrets.get(f"destination.{self.name}.credentials")
+        configured: Any = dlt.secrets.get(f"destination.{self.name}.credentials")
         return isinstance(configured, str) or (isinstance(configured, dict) and "database" in configured)
 
 
@@ -145,7 +149,7 @@ def _load_workers(name: str, path: Path, value: Any) -> Optional[int]:
 
 
 def profile_for(pipeline: dlt.Pipeline, documents: Optional[bool] = None,
-                loader_file_format: Optional[str] = None) -> Profile:
+                loader_file_format: Optional[TLoaderFileFormat] = None) -> Profile:
     """The profile of a dlt pipeline someone else made (``run/own_pipeline.py``).
     ``documents`` None: true for the project's MongoDB destination."""
     destination = pipeline.destination
@@ -174,15 +178,19 @@ def load_profile(name: str, path: Optional[Path] = None) -> Profile:
 LOAD_DEFAULTS = {"load.truncate_staging_dataset": True}
 
 
-def make_pipeline(profile: Profile, pipeline_name: str = "makini_sync", **kwargs: Any) -> dlt.Pipeline:
-    """The project's dlt pipeline: dataset ``makini``, state under dlt's data dir."""
+def make_pipeline(profile: Profile, pipeline_name: str, dataset: str = DATASET_NAME, **kwargs: Any) -> dlt.Pipeline:
+    """The project's dlt pipeline: state under dlt's data dir, and a staging
+    dataset of its own (``workers/naming.py``) unless config names one."""
     profile.apply_credentials_settings()
     quiet_dlt_tracebacks()
     for key, value in LOAD_DEFAULTS.items():
         dlt.config[key] = value
+    if not profile.documents and "staging_dataset_name_layout" not in profile.settings and \
+            dlt.config.get(f"destination.{profile.name}.staging_dataset_name_layout") is None:
+        profile = profile.with_settings(staging_dataset_name_layout=staging_layout(pipeline_name))
     return dlt.pipeline(
         pipeline_name=pipeline_name,
         destination=profile.build(),
-        dataset_name=DATASET_NAME,
+        dataset_name=dataset,
         **kwargs,
     )

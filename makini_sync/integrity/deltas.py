@@ -10,6 +10,8 @@ way for polling and for webhooks.
 
 from __future__ import annotations
 
+import contextlib
+
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -25,10 +27,11 @@ from sources.makini.settings import CONNECTION_COLUMN, ID_COLUMN, UPDATED_AT_COL
 from sources.makini.column_kinds import schema_change_rows
 from sources.makini.settings import MERGE, entity_hints, key_columns
 
-from makini_sync.run.destination_session import after_load, destination_session
+from makini_sync.run.destination_session import after_load, destination_session, normalized_row_counts
 from makini_sync.integrity.fence import TOMBSTONES, fenced_table_names
-from makini_sync.integrity.locking import dataset_lock
-from makini_sync.destinations.profiles import Profile, make_pipeline
+from makini_sync.integrity.locking import WriterLocks, holder_name
+from makini_sync.destinations.profiles import DATASET_NAME, Profile, make_pipeline
+from makini_sync.workers.naming import writer_pipeline_name
 from makini_sync.run.recovery import drop_committed_extractions
 
 logger = logging.getLogger(__name__)
@@ -143,12 +146,15 @@ def load_deltas(
     pipeline_name: str = DELTAS_PIPELINE,
     events: Optional[list[dict]] = None,
     pipeline: Optional[dlt.Pipeline] = None,
+    locks: Optional[WriterLocks] = None,
 ) -> DeltaStats:
     """Merge ``deltas`` into ``profile``'s destination, version-fenced.
 
     ``events`` (lifecycle notices from webhooks) are appended to the
     ``connection_events`` table, for operators to query. A long-lived caller
-    (the processor) passes its ``pipeline`` so it is not built per batch.
+    (the processor) passes its ``pipeline`` and ``locks`` so they are not built
+    per batch. The batch's connections' locks and the load lock are held from
+    reading stored versions to the end of the tidy (``integrity/locking.py``).
     """
     received = list(deltas)
     batch = newest_per_key(received)
@@ -157,14 +163,19 @@ def load_deltas(
         return stats
     entities = list({d.entity.table: d.entity for d in batch}.values())
     deletes = [d for d in batch if isinstance(d, Delete)]
-    pipeline = pipeline or make_pipeline(profile, pipeline_name)
-    with dataset_lock(profile.name):
+    pipeline = pipeline or make_pipeline(profile, writer_pipeline_name(pipeline_name, profile.name, DATASET_NAME))
+    with contextlib.ExitStack() as held:
+        if locks is None:
+            locks = held.enter_context(WriterLocks(profile, pipeline.dataset_name, holder_name(pipeline.pipeline_name),
+                                                   pipeline))
+        held.enter_context(locks.connections({d.connection_id for d in batch}))
+        held.enter_context(locks.loading())
         drop_committed_extractions(pipeline)  # a processor killed mid-normalize
         with destination_session(pipeline, profile, fenced_table_names(entities), first=True) as session:
             fenced = session.existing
             fence = session.fence(fenced)
             tables = fenced_table_names(entities)
-            schema = pipeline.default_schema.tables if pipeline.default_schema_name else {}
+            schema: dict[str, Any] = pipeline.default_schema.tables if pipeline.default_schema_name else {}
             kinds = ColumnKinds.from_schema(schema, tables, session.column_kinds(tables), profile.text_without_nul)
 
             @dlt.resource(name="deltas")
@@ -195,9 +206,9 @@ def load_deltas(
 
             pipeline.extract(deltas_source(changes), loader_file_format=profile.loader_file_format)
         pipeline.normalize()
-        info = pipeline.last_trace.last_normalize_info
+        loaded_rows = normalized_row_counts(pipeline)
         profile.load(pipeline)
         if not profile.documents:
             after_load(pipeline, entities, known=fenced, keys=touched_keys(batch))
-    stats.loaded_rows = dict(info.row_counts) if info else {}
+    stats.loaded_rows = loaded_rows
     return stats

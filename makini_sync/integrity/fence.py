@@ -12,7 +12,7 @@ dlt's merge cannot express this (dlt issue #2145; ``upsert`` ignores
 
 * before a batch is loaded, ``SqlVersionFence.fresh`` reads the stored
   versions of the batch's keys and drops what is not newer (and its child
-  rows); loads that use it hold ``dataset_lock`` so no other writer slips a
+  rows); loads that use it hold the writer locks (``integrity/locking.py``) so no other writer slips a
   newer version in between the read and the load;
 * after every load, ``sweep_tombstoned`` deletes rows (and child rows) that a
   tombstone at least as new covers, so a stale create that raced a delete
@@ -87,7 +87,7 @@ class SqlVersionFence:
         for connection_id, record_id in keys:
             by_connection[connection_id].append(record_id)
         stored: dict[tuple[str, str], datetime] = {}
-        sources = []
+        sources: list[tuple[str, Optional[str]]] = []  # (table, the entity whose tombstones it holds, or None)
         if entity.table in self.tables:
             sources.append((entity.table, None))
         if TOMBSTONES in self.tables:
@@ -122,15 +122,15 @@ class SqlVersionFence:
         connections = parent[CONNECTION_COLUMN].to_pylist()
         ids = parent[ID_COLUMN].to_pylist()
         stamps = parent[UPDATED_AT_COLUMN].to_pylist()
-        stored = self.stored_versions(entity, zip(connections, ids))
+        stored = self.stored_versions(entity, zip(connections, ids, strict=True))
         if not stored:
             return tables
-        keep = [not is_stale(stored.get((c, i)), s) for c, i, s in zip(connections, ids, stamps)]
+        keep = [not is_stale(stored.get((c, i)), s) for c, i, s in zip(connections, ids, stamps, strict=True)]
         if all(keep):
             return tables
         logger.info("version fence dropped %d stale %s rows", keep.count(False), entity.table)
         result = {entity.table: parent.filter(pa.array(keep))}
-        stale = {(c, i, s) for c, i, s, k in zip(connections, ids, stamps, keep) if not k}
+        stale = {(c, i, s) for c, i, s, k in zip(connections, ids, stamps, keep, strict=True) if not k}
         for child in entity.children:
             rows = tables.get(child.table)
             if rows is None:
@@ -141,6 +141,7 @@ class SqlVersionFence:
                     rows[CONNECTION_COLUMN].to_pylist(),
                     rows[child.parent_column].to_pylist(),
                     rows[child.version_column].to_pylist(),
+                    strict=True,
                 )
             ]
             result[child.table] = rows.filter(pa.array(child_keep))
@@ -171,7 +172,8 @@ def sweep_tombstoned(sql_client: Any, entities: Iterable[Entity], tables: set[st
             # the keys restrict the target rows too: without that PostgreSQL probes every row
             # of the table against the tombstones (benchmarks/reconcile_benchmark.py)
             for (condition, args), (on_target, target_args) in zip(
-                    key_filters(sql_client, "d", chosen), key_filters(sql_client, target, chosen, id_column)):
+                    key_filters(sql_client, "d", chosen), key_filters(sql_client, target, chosen, id_column),
+                    strict=True):
                 execute_with_headroom(
                     sql_client,
                     f"DELETE FROM {target} WHERE EXISTS (SELECT 1 FROM {tomb} d"

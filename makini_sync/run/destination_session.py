@@ -86,6 +86,13 @@ def destination_session(
         yield DestinationSession(job_client, stored_tables(job_client, names) if first else None)
 
 
+def normalized_row_counts(pipeline: dlt.Pipeline) -> dict[str, int]:
+    """Rows per table of the package the pipeline last normalized."""
+    trace = pipeline.last_trace
+    info = trace.last_normalize_info if trace is not None else None
+    return dict(info.row_counts) if info is not None else {}
+
+
 def schema_tables(pipeline: dlt.Pipeline) -> set[str]:
     """Tables this pipeline has loaded (its schema knows their columns)."""
     if not pipeline.default_schema_name:

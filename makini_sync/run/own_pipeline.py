@@ -15,13 +15,14 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import dlt
+from dlt.common.destination import TLoaderFileFormat
 
 from makini_sync.destinations.profiles import profile_for
 from makini_sync.run.sync import SyncResult, run_sync
 
 
 def sync_in_pipeline(pipeline: dlt.Pipeline, *, documents: Optional[bool] = None,
-                     loader_file_format: Optional[str] = None, **options: Any) -> SyncResult:
+                     loader_file_format: Optional[TLoaderFileFormat] = None, **options: Any) -> SyncResult:
     """Sync Makini into ``pipeline``'s destination and dataset.
 
     ``options`` are ``run_sync``'s: ``base_url``, ``api_token``, ``entities``,

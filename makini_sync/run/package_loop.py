@@ -3,6 +3,7 @@ and again while walks are unfinished."""
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -17,9 +18,11 @@ from sources.makini.spool import settle_spools
 from sources.makini.walk import committed_positions
 
 from makini_sync.run.background_load import BackgroundLoad
-from makini_sync.run.destination_session import after_load, destination_session
+from makini_sync.run.destination_session import after_load, destination_session, normalized_row_counts
 from makini_sync.integrity.fence import fenced_table_names
 from makini_sync.destinations.profiles import Profile
+from makini_sync.integrity.locking import WriterLocks
+from makini_sync.workers.full_refresh import refresh_own_rows
 
 
 class PackageLoop:
@@ -45,10 +48,13 @@ class PackageLoop:
         report: SyncReport,
         spool_root: Path,
         full_refresh: bool = False,
+        locks: Optional[WriterLocks] = None,
+        connection_ids: Sequence[str] = (),
     ) -> None:
         self.pipeline, self.profile, self.entities = pipeline, profile, list(entities)
         self.source_args, self.report, self.spool_root = source_args, report, spool_root
         self.full_refresh = full_refresh
+        self.locks, self.connection_ids = locks, list(connection_ids)
         self.tables = [name for e in entities for name in e.tables]
         self.loaded: Counter = Counter()
         self.before: dict[str, int] = {}
@@ -59,43 +65,55 @@ class PackageLoop:
 
     def run(self) -> None:
         only: Optional[set] = None
-        refresh = "drop_resources" if self.full_refresh else None
+        if self.full_refresh:
+            with self._load_lock():
+                refresh_own_rows(self.pipeline, self.profile, self.entities, self.connection_ids)
         loading: Optional[BackgroundLoad] = None
+        held: Optional[contextlib.ExitStack] = None  # the load lock, while a load runs on its thread
         try:
             while True:
-                self._extract(only, refresh)
+                self._extract(only)
                 if loading is not None:  # the previous package, loaded while this one was extracted
                     loading.wait()
                     loading, self.after = None, self._tidy(schema_ahead=True)
+                    held.close() if held else None
                 self.pipeline.normalize()
-                normalized = self.pipeline.last_trace.last_normalize_info
-                self.loaded.update(normalized.row_counts if normalized else {})
+                self.loaded.update(normalized_row_counts(self.pipeline))
                 if self.report.unfinished and not self.fenced and not self.profile.documents:
+                    held = contextlib.ExitStack()
+                    held.enter_context(self._load_lock())
                     loading = BackgroundLoad(self.pipeline, self.profile.load_workers)
                 else:
-                    self.profile.load(self.pipeline)
-                    self.after = self._tidy()
+                    with self._load_lock():
+                        self.profile.load(self.pipeline)
+                        self.after = self._tidy()
                 if not self.report.unfinished:
                     return
                 only, self.report.unfinished = set(self.report.unfinished), set()
-                refresh = None
         finally:
             if loading is not None:  # a failure meanwhile: never close the database under a load
                 loading.join()
+            if held is not None:
+                held.close()
 
-    def _extract(self, only: Optional[set], refresh: Optional[str]) -> None:
+    def _load_lock(self) -> Any:
+        """The dataset's load lock (``integrity/locking.py``) around a load and its tidying."""
+        return self.locks.loading() if self.locks is not None else contextlib.nullcontext()
+
+    def _extract(self, only: Optional[set]) -> None:
         """One extraction; the first one learns what the destination holds."""
         first = only is None
         with destination_session(self.pipeline, self.profile, fenced_table_names(self.entities), first,
                                  needed=first or bool(self.fenced)) as session:
             if first:
                 self.existing = session.existing
-                self.before = {} if self.full_refresh else session.counts(self.tables)
+                self.before = session.counts(self.tables)
+                # after a full refresh this worker's rows are gone, and its connections' locks keep others out
                 self.fenced = set() if self.full_refresh else self.existing
-                self.stored_kinds = {} if self.full_refresh else session.column_kinds(self.tables)
+                self.stored_kinds = session.column_kinds(self.tables)
             source = makini_source(**self.source_args, fence=session.fence(self.fenced), only=only,
                                    stored_kinds=self.stored_kinds)
-            self.pipeline.extract(source, refresh=refresh, loader_file_format=self.profile.loader_file_format)
+            self.pipeline.extract(source, loader_file_format=self.profile.loader_file_format)
 
     def _tidy(self, schema_ahead: bool = False) -> dict[str, int]:
         """After a load: trim the spools, mend, count. ``schema_ahead``: the
@@ -104,5 +122,5 @@ class PackageLoop:
         settle_spools(self.spool_root, committed_positions(source_resources_state(self.pipeline)))
         if self.profile.documents:
             return {}
-        known = None if schema_ahead else self.existing - (set(self.tables) if self.full_refresh else set())
+        known = None if schema_ahead else self.existing
         return after_load(self.pipeline, self.entities, known, self.tables)

@@ -33,16 +33,17 @@ class RunDatabase:
         self.connection: Optional[duckdb.DuckDBPyConnection] = None
 
     def __enter__(self) -> "RunDatabase":
-        path = self.profile.duckdb_file() if self.profile is not None else None
-        if path is not None:
+        profile = self.profile
+        path = profile.duckdb_file() if profile is not None else None
+        if profile is not None and path is not None:
             try:
-                self.connection = self.profile.open_duckdb()
+                self.connection = profile.open_duckdb()
             except duckdb.Error as exc:
                 raise DatabaseUnavailable(
                     f"cannot open the DuckDB file {path}: {exc} (if another process holds it, "
                     "close that process or run the sync when it is done)"
                 ) from None
-            self.profile = self.profile.with_settings(credentials=self.connection)
+            self.profile = profile.with_settings(credentials=self.connection)
         return self
 
     def __exit__(self, *exc: Any) -> None:

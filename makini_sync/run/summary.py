@@ -8,6 +8,9 @@ from makini_sync.run.sync import SyncResult
 def render_summary(result: SyncResult) -> str:
     lines = [
         f"makini sync into {result.destination}: {result.seconds:.1f} s",
+        f"  pipeline {result.pipeline_name}: {result.connections} connection(s); "
+        f"waited {result.lock_wait_seconds:.1f} s for other writers"
+        + (f"; {result.adopted} bookmark(s) taken over from other pipelines" if result.adopted else ""),
         f"  {'table':<32}{'loaded':>10}{'inserted':>10}{'updated':>10}{'unchanged':>10}{'total':>10}",
     ]
     for table, s in result.tables.items():

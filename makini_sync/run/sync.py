@@ -15,6 +15,7 @@ import pyarrow as pa
 
 from sources.makini import dlt_seam
 from sources.makini.client import RetryPolicy
+from sources.makini.completeness import lookback_setting
 from sources.makini.dlt_seam import source_resources_state
 from sources.makini.report import SyncReport
 from sources.makini.entity_config import load_registry
@@ -22,11 +23,15 @@ from sources.makini.spool import settle_spools
 from sources.makini.walk import committed_positions
 
 from makini_sync.run.destination_session import count_rows
-from makini_sync.integrity.locking import dataset_lock
+from makini_sync.integrity.locking import WriterLocks, holder_name
 from makini_sync.run.package_loop import PackageLoop
 from makini_sync.destinations.profiles import DATASET_NAME, Profile, make_pipeline
 from makini_sync.run.pending_packages import finish_pending_loads
 from makini_sync.run.run_database import RunDatabase
+from makini_sync.run.worker_connections import identified_connections
+from makini_sync.workers.naming import sync_pipeline_name, sync_pipeline_prefix
+from makini_sync.workers.selection import WorkerSelection
+from makini_sync.workers.state_adoption import adopt_bookmarks
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +51,10 @@ class SyncResult:
     report: SyncReport
     tables: dict[str, TableStats] = field(default_factory=dict)
     seconds: float = 0.0
+    pipeline_name: str = ""
+    connections: int = 0  # this worker's connections
+    lock_wait_seconds: float = 0.0  # waiting for other writers' locks
+    adopted: int = 0  # bookmarks taken over from other pipelines of the dataset (workers/state_adoption.py)
 
     @property
     def ok(self) -> bool:
@@ -73,7 +82,8 @@ def run_sync(
     api_token: Any = None,
     entities: Optional[Sequence[str]] = None,
     full_refresh: bool = False,
-    pipeline_name: str = "makini_sync",
+    selection: Optional[WorkerSelection] = None,
+    pipeline_name: Optional[str] = None,
     progress: Any = None,
     retry_policy: Optional[RetryPolicy] = None,
     rows_per_load: Optional[int] = DEFAULT_ROWS_PER_LOAD,
@@ -92,6 +102,8 @@ def run_sync(
     result (the other connections still load); configuration and load
     failures raise. ``collect_versions``, ``dry_run`` and ``stored_versions``
     serve reconcile (``makini_source``); a dry run keeps no checkpoints.
+    ``selection``: this worker's connections (all, or one ``--shard``); it names
+    the pipeline (``workers/naming.py``) unless ``pipeline_name`` is given.
     ``pipeline``: a dlt pipeline of the caller's to run in (``own_pipeline.py``);
     by default the profile's own.
     """
@@ -99,6 +111,7 @@ def run_sync(
     dlt_seam.require()  # an incompatible dlt fails here, naming what it lacks
     release_memory_eagerly()
     registry = load_registry()  # bad entity config fails here, before any request
+    lookback_setting(dlt.config.get("sources.makini.lookback_seconds"))  # and a bad lookback
     chosen = registry.resolve(entities)
     report = SyncReport()
     source_args: dict[str, Any] = {
@@ -113,32 +126,43 @@ def run_sync(
         "dry_run": dry_run,
         "stored_versions": stored_versions,
     }
-    if base_url is not None:
-        source_args["base_url"] = base_url
-    if api_token is not None:
-        source_args["api_token"] = api_token
     if retry_policy is not None:
         source_args["retry_policy"] = retry_policy
 
+    selection = selection or WorkerSelection()
     dataset = pipeline.dataset_name if pipeline is not None else DATASET_NAME
-    with dataset_lock(profile.name, dataset), RunDatabase(profile if pipeline is None else None) as database:
+    name = pipeline.pipeline_name if pipeline is not None else (
+        pipeline_name or sync_pipeline_name(profile.name, dataset, selection.label))
+    # who the worker's connections are, before any lock: the locks are taken per connection
+    connections = identified_connections(base_url, api_token, selection, retry_policy or RetryPolicy(), report)
+    source_args["base_url"], source_args["api_token"] = connections.base_url, connections.tokens
+    source_args["connections"] = connections.opened  # identified: the source asks no id again
+    with WriterLocks(profile, dataset, holder_name(name), pipeline) as locks, locks.connections(connections.ids), \
+            RunDatabase(profile if pipeline is None else None) as database:
         if pipeline is None:
-            pipeline = make_pipeline(database.profile, pipeline_name, progress=progress)
+            assert database.profile is not None  # RunDatabase keeps the profile it was given
+            pipeline = make_pipeline(database.profile, name, dataset, progress=progress)
         spool_root = Path(pipeline.working_dir) / "makini_spool"
         if checkpoints and not dry_run:
             source_args["spool_root"] = str(spool_root)
-        pipeline = finish_pending_loads(pipeline, profile, chosen, report.set_aside)
+        with locks.loading():
+            pipeline = finish_pending_loads(pipeline, profile, chosen, report.set_aside)
         # after the pending loads: a run killed between committing its package
         # and saving its local state left the newer state only in that package,
         # now in the destination; take it back before walking on
         pipeline.sync_destination()
+        adopted = {} if full_refresh or backfill or dry_run or profile.documents else adopt_bookmarks(
+            pipeline, sync_pipeline_prefix(profile.name, dataset), connections.ids, [e.table for e in chosen])
         settle_spools(spool_root, committed_positions(source_resources_state(pipeline)))
-        loop = PackageLoop(pipeline, profile, chosen, source_args, report, spool_root, full_refresh)
-        loop.run()
-    report.log_schema_changes()
+        loop = PackageLoop(pipeline, profile, chosen, source_args, report, spool_root, full_refresh, locks,
+                           connections.ids)
+        if connections.tokens:
+            loop.run()
+        report.log_schema_changes()
     after = count_rows(pipeline, loop.tables) if profile.documents else loop.after
 
-    result = SyncResult(profile.name, report, seconds=time.monotonic() - started)
+    result = SyncResult(profile.name, report, seconds=time.monotonic() - started, pipeline_name=name,
+                        connections=len(connections.tokens), lock_wait_seconds=locks.waited, adopted=len(adopted))
     unchanged: dict[str, int] = {}
     for (_, table), count in report.unchanged.items():
         unchanged[table] = unchanged.get(table, 0) + count

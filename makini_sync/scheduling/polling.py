@@ -10,16 +10,22 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Optional
+from typing import Any, Optional, cast
+
+from dlt.sources.helpers.rest_client.auth import BearerTokenAuth
 
 from sources.makini.client import RetryPolicy
 from sources.makini.connections import open_connections
 
 from makini_sync.destinations.profiles import Profile
 from makini_sync.run.sync import run_sync
+from makini_sync.workers.selection import WorkerSelection
 from makini_sync.webhooks.events import Lifecycle
 
 logger = logging.getLogger(__name__)
+
+# its own pipeline: a cron sync's state never holds the polled connections' bookmarks, nor the reverse
+POLLING_WORKER = WorkerSelection(name="webhook_polling")
 
 
 class PollingFallback:
@@ -47,7 +53,7 @@ class PollingFallback:
             if self.base_url and self.api_token:
                 for connection in open_connections(self.base_url, self.api_token, RetryPolicy(budget_seconds=30)):
                     try:
-                        self._tokens[connection.identify()] = connection.client.auth.token
+                        self._tokens[connection.identify()] = cast(BearerTokenAuth, connection.client.auth).token
                     except Exception as exc:  # noqa: BLE001 - reported, the others go on
                         logger.error("polling fallback cannot identify a connection: %s", exc)
         return self._tokens
@@ -64,7 +70,8 @@ class PollingFallback:
         synced = []
         for connection_id in self.due():
             logger.warning("polling connection %s (no webhook within %.0fs, or sync.completed)", connection_id, self.window)
-            result = run_sync(self.profile, base_url=self.base_url, api_token=[self.tokens()[connection_id]])
+            result = run_sync(self.profile, base_url=self.base_url, api_token=[self.tokens()[connection_id]],
+                              selection=POLLING_WORKER)
             if not result.ok:
                 for failure in result.report.failures:
                     logger.error("polling sync failed: %s", failure)

@@ -22,6 +22,7 @@ run; a walk that failed or stopped infers none. Each run is recorded in
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from dataclasses import asdict, dataclass
@@ -34,14 +35,16 @@ import pyarrow.compute as pc
 
 from sources.makini.bookmark import iso_ms, parse_iso
 from sources.makini.client import RetryPolicy
-from sources.makini.connections import open_connections
+from sources.makini.connections import open_connections, parse_tokens
 from sources.makini.entity_config import load_registry
 from sources.makini.settings import CONNECTION_COLUMN, ID_COLUMN, UPDATED_AT_COLUMN, Entity
 
 from makini_sync.integrity.deltas import Delete, load_deltas
 from makini_sync.integrity.fence import as_utc
-from makini_sync.integrity.locking import dataset_lock
-from makini_sync.destinations.profiles import Profile, make_pipeline
+from makini_sync.integrity.locking import WriterLocks, holder_name
+from makini_sync.destinations.profiles import DATASET_NAME, Profile, make_pipeline
+from makini_sync.workers.naming import sync_pipeline_name, writer_pipeline_name
+from makini_sync.workers.selection import WorkerSelection
 from makini_sync.run.sync import run_sync
 
 logger = logging.getLogger(__name__)
@@ -127,7 +130,7 @@ def compare(api: pa.Table, warehouse: pa.Table) -> Drift:
     return Drift(
         missing=sorted(ids.filter(missing).to_pylist()),
         stale=sorted(ids.filter(stale).to_pylist()),
-        ghosts=sorted(zip(ids.filter(ghosts).to_pylist(), both["stored_at"].filter(ghosts).to_pylist())),
+        ghosts=sorted(zip(ids.filter(ghosts).to_pylist(), both["stored_at"].filter(ghosts).to_pylist(), strict=True)),
         newer_in_warehouse=pc.sum(newer.cast(pa.int64())).as_py() or 0,
     )
 
@@ -138,14 +141,14 @@ def warehouse_versions(profile: Profile, wanted: Sequence[tuple[str, Entity]]) -
         import pymongo
 
         uri = str(dlt.secrets[f"destination.{profile.name}.credentials"])
-        db = pymongo.MongoClient(uri).get_default_database(default="makini")
+        db: Any = pymongo.MongoClient(uri).get_default_database(default="makini")
         out = {}
         for connection_id, entity in wanted:
             docs = list(db[entity.table].find({CONNECTION_COLUMN: connection_id}, {ID_COLUMN: 1, UPDATED_AT_COLUMN: 1}))
             out[(connection_id, entity.table)] = version_table([d[ID_COLUMN] for d in docs],
                                                                [d.get(UPDATED_AT_COLUMN) for d in docs])
         return out
-    pipeline = make_pipeline(profile, "makini_sync")
+    pipeline = make_pipeline(profile, writer_pipeline_name(RECONCILE_PIPELINE, profile.name, DATASET_NAME))
     with pipeline.sql_client() as client:
         if not client.has_dataset():
             return {(c, e.table): version_table([], []) for c, e in wanted}
@@ -177,7 +180,7 @@ def skip_map(versions: pa.Table) -> dict[str, str]:
     known = versions.filter(pc.is_valid(versions[UPDATED_AT_COLUMN]))
     stamps = pc.strftime(known[UPDATED_AT_COLUMN].cast(pa.timestamp("ms", tz="UTC"), safe=False),
                          format="%Y-%m-%dT%H:%M:%SZ")
-    return dict(zip(known[ID_COLUMN].to_pylist(), stamps.to_pylist()))
+    return dict(zip(known[ID_COLUMN].to_pylist(), stamps.to_pylist(), strict=True))
 
 
 def _is_missing_table(exc: Exception) -> bool:
@@ -193,18 +196,41 @@ def reconcile(
     entities: Optional[Sequence[str]] = None,
     retry_policy: Optional[RetryPolicy] = None,
     dry_run: bool = False,
+    selection: Optional[WorkerSelection] = None,
 ) -> ReconcileRun:
-    """Find and repair drift for every connection of ``api_token`` (``dry_run``: find only)."""
+    """Find and repair drift for every connection of ``api_token`` (``dry_run``: find only).
+    ``selection``: this worker's share of them (``--shard``), as for the sync.
+    The connections' writer locks are held from reading the warehouse's
+    versions to the last delete, so no other writer's row is taken for a ghost."""
     started = datetime.now(timezone.utc)
     registry = load_registry()
     chosen = registry.resolve(entities)
     base_url = base_url if base_url is not None else dlt.config.get("sources.makini.base_url")
     api_token = api_token if api_token is not None else dlt.secrets.get("sources.makini.api_token")
     policy = retry_policy or RetryPolicy()
+    selection = selection or WorkerSelection()
+    tokens = selection.pick(parse_tokens(api_token))
+    name = writer_pipeline_name(RECONCILE_PIPELINE, profile.name, DATASET_NAME)
+    with contextlib.ExitStack() as held:
+        locks = held.enter_context(WriterLocks(profile, DATASET_NAME, holder_name(name)))
+        wanted, results = wanted_walks(base_url, tokens, registry, chosen, policy)
+        held.enter_context(locks.connections({connection_id for connection_id, _ in wanted}))
+        run = _reconcile_locked(profile, locks, base_url, tokens, chosen, policy, dry_run, selection, started,
+                                wanted, results)
+    for result in run.results:
+        if result.missing or result.stale or result.ghosts:
+            logger.warning("reconcile %s %s: %d missing, %d stale, %d ghost(s)%s", result.connection_id,
+                           result.table, result.missing, result.stale, result.ghosts,
+                           " (dry run: nothing changed)" if dry_run else "")
+    return run
 
+
+def wanted_walks(base_url: Any, tokens: list[str], registry: Any, chosen: Sequence[Entity],
+                 policy: RetryPolicy) -> tuple[list[tuple[str, Entity]], dict[tuple[str, str], Reconciled]]:
+    """(connection, entity) pairs to compare, and a result for each (a failed connection's holds its error)."""
     wanted: list[tuple[str, Entity]] = []
     results: dict[tuple[str, str], Reconciled] = {}
-    for connection in open_connections(base_url, api_token, policy):
+    for connection in open_connections(base_url, tokens, policy) if tokens else []:
         try:
             connection_id = connection.identify()
         except Exception as exc:  # noqa: BLE001 - reported; the other connections go on
@@ -215,14 +241,23 @@ def reconcile(
                 continue
             wanted.append((connection_id, entity))
             results[(connection_id, entity.table)] = Reconciled(connection_id, entity.table)
+    return wanted, results
+
+
+def _reconcile_locked(profile: Profile, locks: WriterLocks, base_url: Any, tokens: list[str],
+                      chosen: Sequence[Entity], policy: RetryPolicy, dry_run: bool, selection: WorkerSelection,
+                      started: datetime, wanted: list[tuple[str, Entity]],
+                      results: dict[tuple[str, str], Reconciled]) -> ReconcileRun:
+    """Compare and repair, under the connections' locks."""
     # read before the walk: a row stored later cannot be taken for a ghost
     stored = warehouse_versions(profile, wanted)
 
     # versions the warehouse already holds are skipped before the fence's lookups: most rows, in the usual case
     skip = {key: skip_map(table) for key, table in stored.items()}
-    synced = run_sync(profile, base_url=base_url, api_token=api_token, entities=[e.table for e in chosen],
+    synced = run_sync(profile, base_url=base_url, api_token=tokens, entities=[e.table for e in chosen],
                       backfill=True, retry_policy=policy, collect_versions=True, dry_run=dry_run,
-                      stored_versions=skip)
+                      stored_versions=skip, pipeline_name=sync_pipeline_name(profile.name, DATASET_NAME,
+                                                                             selection.label))
     report = synced.report
     failures = {(f.connection, f.entity): str(f) for f in report.failures}
     by_table = {e.table: e for e in chosen}
@@ -249,14 +284,9 @@ def reconcile(
                 deletes.append(Delete(key[0], by_table[key[1]], record_id, deleted_at))
             result.deleted = len(drift.ghosts)
     if deletes:
-        load_deltas(profile, deletes, pipeline_name=RECONCILE_PIPELINE)
+        load_deltas(profile, deletes, pipeline_name=RECONCILE_PIPELINE, locks=locks)
     run = ReconcileRun(uuid.uuid4().hex, started, datetime.now(timezone.utc), dry_run, list(results.values()))
     record_run(profile, run)
-    for result in run.results:
-        if result.missing or result.stale or result.ghosts:
-            logger.warning("reconcile %s %s: %d missing, %d stale, %d ghost(s)%s", result.connection_id,
-                           result.table, result.missing, result.stale, result.ghosts,
-                           " (dry run: nothing changed)" if dry_run else "")
     return run
 
 
@@ -270,8 +300,8 @@ def record_run(profile: Profile, run: ReconcileRun) -> None:
                      "dry_run": run.dry_run, **row})
     if not rows:
         return
-    pipeline = make_pipeline(profile, RUNS_PIPELINE)
-    with dataset_lock(profile.name):
+    pipeline = make_pipeline(profile, writer_pipeline_name(RUNS_PIPELINE, profile.name, DATASET_NAME))
+    with WriterLocks(profile, DATASET_NAME, holder_name(pipeline.pipeline_name), pipeline) as locks, locks.loading():
         pipeline.extract(dlt.resource(rows, name=RUNS_TABLE, write_disposition="append"),
                          loader_file_format=profile.loader_file_format)
         pipeline.normalize()

@@ -144,7 +144,7 @@ def commit(inbox: Inbox, accepted: list[Accepted]) -> bytes:
         text = rejection_text(Rejected(503, "store", f"the inbox could not store the event ({type(exc).__name__}); retry"))
         return b"".join(encode_reply(seq, 503, text) for seq, _, _ in accepted)
     return b"".join(encode_reply(seq, 200, b"stored" if new else b"duplicate")
-                    for (seq, _, _), new in zip(accepted, stored))
+                    for (seq, _, _), new in zip(accepted, stored, strict=True))
 
 
 def read_handshake(sock: socket.socket) -> list[str]:

@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from makini_sync.integrity.deltas import DELTAS_PIPELINE, load_deltas
-from makini_sync.destinations.profiles import Profile, make_pipeline
+from makini_sync.destinations.profiles import DATASET_NAME, Profile, make_pipeline
+from makini_sync.integrity.locking import WriterLocks, holder_name
+from makini_sync.workers.naming import writer_pipeline_name
 from makini_sync.webhooks.events import ALERT_EVENTS, BadEvent, Lifecycle, parse_event
 from makini_sync.webhooks.inbox import Inbox, StoredEvent
 
@@ -43,7 +45,12 @@ class Processor:
         self.inbox, self.profile = inbox, profile
         self.batch_size, self.max_attempts = batch_size, max_attempts
         self.on_lifecycle = on_lifecycle
-        self.pipeline = make_pipeline(profile, DELTAS_PIPELINE)
+        self.pipeline = make_pipeline(profile, writer_pipeline_name(DELTAS_PIPELINE, profile.name, DATASET_NAME))
+        self.locks = WriterLocks(profile, DATASET_NAME, holder_name(self.pipeline.pipeline_name), self.pipeline)
+
+    def close(self) -> None:
+        """Ends the lock session (a lock held by it goes with it)."""
+        self.locks.__exit__(None, None, None)
 
     def drain(self) -> ProcessStats:
         """Process until the inbox has no pending event that can be processed now."""
@@ -107,4 +114,5 @@ class Processor:
 
     def _apply(self, deltas: list, lifecycle: list[Lifecycle]) -> None:
         if deltas or lifecycle:
-            load_deltas(self.profile, deltas, events=[n.row() for n in lifecycle], pipeline=self.pipeline)
+            load_deltas(self.profile, deltas, events=[n.row() for n in lifecycle], pipeline=self.pipeline,
+                        locks=self.locks)

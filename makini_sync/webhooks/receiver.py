@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections import Counter
-from typing import Any, AsyncIterator, Optional, Sequence
+from typing import Any, AsyncIterator, Mapping, Optional, Sequence
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -48,7 +48,7 @@ async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
     return b"".join(chunks)
 
 
-def signature_headers(scope: dict) -> tuple[bytes, bytes, bytes]:
+def signature_headers(scope: Mapping[str, Any]) -> tuple[bytes, bytes, bytes]:
     """The raw ``webhook-id``, ``webhook-timestamp`` and ``webhook-signature`` (first of each; empty if absent)."""
     found: dict[bytes, bytes] = {}
     for name, value in scope["headers"]:  # ASGI lowercases header names

@@ -10,6 +10,7 @@ yields Arrow tables: the entity's rows and its child tables' rows
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
@@ -49,6 +50,7 @@ def makini_source(
     collect_versions: bool = False,
     dry_run: bool = False,
     stored_versions: Optional[dict] = None,
+    connections: Optional[Sequence[Connection]] = None,
 ) -> list[DltResource]:
     """Makini entities for the connections whose tokens ``api_token`` holds.
 
@@ -75,11 +77,17 @@ def makini_source(
     report, but yield nothing and leave the bookmarks as they were.
     ``stored_versions``: (connection, table) -> {id: updated_at} the
     destination holds; a backfill does not load those versions again.
+    ``connections``: connections the caller opened and identified already
+    (instead of ``api_token``'s); each extraction reads their completeness
+    bound afresh.
     """
     registry = registry if registry is not None else load_registry()
     lookback = lookback_setting(lookback_seconds)
     report = report if report is not None else SyncReport()
-    connections = open_connections(base_url, api_token, retry_policy or RetryPolicy())
+    if connections is not None:
+        connections = [dataclasses.replace(c, bound=None) for c in connections]
+    else:
+        connections = open_connections(base_url, api_token, retry_policy or RetryPolicy())
     budget = LoadBudget(None if dry_run else max_rows_per_load)  # nothing is yielded: one extraction
     return [
         entity_resource(EntityWalk(e, report, budget, fence, documents, backfill,

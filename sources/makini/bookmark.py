@@ -64,7 +64,7 @@ class Bookmark:
     def to_state(self) -> dict:
         return {"modified_after": self.modified_after, "loaded": dict(sorted(self.loaded.items()))}
 
-    def already_loaded(self, record_id: str, updated_at: str) -> bool:
+    def already_loaded(self, record_id: str, updated_at: Optional[str]) -> bool:
         """True when this exact version was loaded by an earlier walk."""
         return self.loaded.get(record_id) == updated_at
 
@@ -79,7 +79,7 @@ class Bookmark:
             return records
         loaded = self.loaded
         ids = records[id_field].cast(pa.string()).to_pylist()
-        keep = [loaded.get(rid) != stamp for rid, stamp in zip(ids, records[updated_field].to_pylist())]
+        keep = [loaded.get(rid) != stamp for rid, stamp in zip(ids, records[updated_field].to_pylist(), strict=True)]
         return records if all(keep) else records.filter(pa.array(keep))
 
 
@@ -133,7 +133,7 @@ class Watermark:
         if self.cap is not None and len(self._recent) <= MAX_REMEMBERED:
             recent = pc.greater_equal(stamps, pa.scalar(self.cap, stamps.type))
             if pc.any(recent).as_py():
-                for rid, stamp in zip(ids.filter(recent).to_pylist(), stamps.filter(recent).to_pylist()):
+                for rid, stamp in zip(ids.filter(recent).to_pylist(), stamps.filter(recent).to_pylist(), strict=True):
                     self._recent[rid] = stamp
 
     def next_bookmark(self) -> Bookmark:

@@ -202,7 +202,8 @@ def arrow_page(response: requests.Response, schemas: PageSchemas) -> Optional[Pa
     content = response.content
     if not content.startswith(b"{") or b"\n" in content:
         return None
-    path = urlsplit(response.request.url).path if response.request is not None else ""
+    url = response.request.url if response.request is not None else None
+    path = urlsplit(url).path if isinstance(url, str) else ""
     try:
         return _arrow_page(response, schemas.read(path, content), schemas.child_fields.get(path, frozenset()))
     except pa.ArrowException:  # any shape Arrow cannot read or take apart (some it fails on inside)

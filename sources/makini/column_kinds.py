@@ -262,7 +262,8 @@ def _fits_mask(values: pa.Array, own: Optional[str], target: str) -> Optional[pa
 def _fit_each(values: pa.Array, arrow: pa.DataType) -> tuple[pa.Array, Optional[pa.Array]]:
     """Value by value, for a page where some values pass the pattern but not the cast
     (``2024-02-30``)."""
-    fits, rest = [], []
+    fits: list[Any] = []
+    rest: list[Any] = []
     for value in values:
         try:
             converted = pa.array([value.as_py()], values.type).cast(arrow)[0].as_py() if value.is_valid else None
@@ -282,6 +283,7 @@ def _rest_kinds(rest: Optional[pa.Array], target: str) -> Iterable[tuple[str, pa
     if rest is None:
         return
     own = kind_of(rest.type)
+    assert own is not None  # fit() leaves no rest for the null type
     if own == "text" and target in ("date", "timestamp"):
         other = "timestamp" if target == "date" else "date"
         fits, left = fit(rest, other)

@@ -94,8 +94,9 @@ def load_step(pipeline: dlt.Pipeline, workers: Optional[int] = None) -> Load:
     Build it in the caller's thread: the clients are made from the live schema.
     """
     client, staging = pipeline._get_destination_clients()
+    workers_setting: dict[str, Any] = {"workers": workers} if workers else {}
     config = LoaderConfiguration(
-        **({"workers": workers} if workers else {}),
+        **workers_setting,
         _load_storage_config=pipeline._load_storage_config(),
     )
     return Load(
@@ -105,7 +106,8 @@ def load_step(pipeline: dlt.Pipeline, workers: Optional[int] = None) -> Load:
         is_storage_owner=False,
         config=config,
         initial_client_config=client.config,
-        initial_staging_client_config=staging.config if staging else None,
+        # None without staging, as Pipeline.load passes it; dlt's annotation omits None
+        initial_staging_client_config=staging.config if staging else None,  # type: ignore[arg-type]
     )
 
 

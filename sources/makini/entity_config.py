@@ -161,7 +161,12 @@ def _entity(table: str, body: Mapping, base: Optional[Entity], where: str, child
     size = body.get("max_page_size", base.max_page_size if base else DEFAULT_PAGE_SIZE)
     if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= 10_000:
         raise ConfigurationError(f"{where}.max_page_size must be a whole number from 1 to 10000, not {size!r}")
-    fields = {key: _text(body, key, where, getattr(base, key) if base else FIELD_DEFAULTS[key]) for key in FIELD_KEYS}
+    fields: dict[str, str] = {}
+    for key in FIELD_KEYS:
+        value = _text(body, key, where, getattr(base, key) if base else FIELD_DEFAULTS[key])
+        if value is None:  # a JSON null: every entity needs its key, version and deletion fields
+            raise ConfigurationError(f"{where}.{key} must be a field name (text), not null")
+        fields[key] = value
     types = _mapping(body.get("column_types"), f"{where}.column_types")
     for column, kind in types.items():
         if kind not in COLUMN_KINDS:
@@ -175,7 +180,9 @@ def _entity(table: str, body: Mapping, base: Optional[Entity], where: str, child
         table=table,
         path=path,
         max_page_size=size,
-        **fields,
+        primary_key=fields["primary_key"],
+        updated_at=fields["updated_at"],
+        deleted_at=fields["deleted_at"],
         children=_children(body.get("children"), base, where, child_keys),
         column_types={**(base.column_types if base else {}), **types},
         renames={**(base.renames if base else {}), **renames},

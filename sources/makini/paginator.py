@@ -24,7 +24,7 @@ class MakiniCursorPaginator(JSONResponseCursorPaginator):
 
     def init_request(self, request: Request) -> None:
         if self.resume_cursor:
-            request.params["cursor"] = self.resume_cursor
+            request.params["cursor"] = self.resume_cursor  # type: ignore[index]  # requests.Request makes it a dict
             self._seen.add(self.resume_cursor)
 
     def update_state(self, response: Response, data: Optional[list[Any]] = None) -> None:

@@ -78,7 +78,7 @@ class PageConverter:
             entity.deleted_at: DELETED_AT_COLUMN,
         }
         self._skip = frozenset(c.field for c in entity.children)
-        self._keys = {entity.table: (CONNECTION_COLUMN, ID_COLUMN)}
+        self._keys: dict[str, tuple[str, ...]] = {entity.table: (CONNECTION_COLUMN, ID_COLUMN)}
         for child in entity.children:
             self._keys[child.table] = (CONNECTION_COLUMN, child.parent_column, child.key)
 
@@ -97,8 +97,10 @@ class PageConverter:
         try:
             tables = self._convert_columnar(records)
         except (*ARROW_CAST_ERRORS, TypeError):
-            tables = self._columnar_without_children(records, splits, request_id)
-            if tables is None:
+            without_children = self._columnar_without_children(records, splits, request_id)
+            if without_children is not None:
+                tables = without_children
+            else:
                 _put_back(records, pulled)
                 pulled = {}
                 tables, splits = self._convert_rows(records, request_id)
@@ -151,7 +153,7 @@ class PageConverter:
                      request_id: str | None) -> tuple[list[dict], list[int], list[int]]:
         """Every item of the child arrays, with its record's index and its position (from 1)."""
         items, owners, positions = [], [], []
-        for index, (record, values) in enumerate(zip(records, arrays)):
+        for index, (record, values) in enumerate(zip(records, arrays, strict=True)):
             values = None if values is _ABSENT else values or []  # as ``_child_rows`` reads it
             if not values:
                 continue
@@ -200,7 +202,7 @@ class PageConverter:
                          request_id: str | None) -> tuple[pa.Table, dict] | None:
         pk, updated = self.entity.primary_key, self.entity.updated_at
         rows: list[dict] = []
-        for record, items in zip(records, arrays):
+        for record, items in zip(records, arrays, strict=True):
             parent = {ID_COLUMN: str(record[pk]), UPDATED_AT_COLUMN: record[updated]}
             rows.extend(self._child_rows(child, {child.field: None if items is _ABSENT else items}, parent,
                                          request_id))
@@ -555,7 +557,7 @@ def _with_pulled_fields(table: pa.Table, pulled: dict[str, list], renames: Mappi
     if nested:
         rows: list[dict] = [{} for _ in range(table.num_rows)]
         for name, values in nested.items():
-            for row, value in zip(rows, values):
+            for row, value in zip(rows, values, strict=True):
                 if value is not _ABSENT and value is not None:
                     _put(name, value, row)
         extra, extra_splits = _typed_table(rows)
@@ -656,7 +658,7 @@ _ABSENT = object()  # a pulled field the record did not have
 
 def _put_back(records: list, pulled: dict[str, list]) -> None:
     for key, values in pulled.items():
-        for record, value in zip(records, values):
+        for record, value in zip(records, values, strict=True):
             if value is not _ABSENT:
                 record[key] = value
 

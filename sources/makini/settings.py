@@ -11,9 +11,12 @@ the webhook processor see one shape whatever the deployment calls its fields.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import dlt
+
+if TYPE_CHECKING:
+    from dlt.common.schema.typing import TDeleteInsertStrategyDict
 
 API_PREFIX = "/api/v1"
 
@@ -119,7 +122,7 @@ ENTITIES: dict[str, Entity] = {
 # walk, the deltas path and reconcile all load through these hints, so a row
 # lands the same way whichever of them brought it.
 
-MERGE = {"disposition": "merge", "strategy": "delete-insert"}
+MERGE: TDeleteInsertStrategyDict = {"disposition": "merge", "strategy": "delete-insert"}
 
 # Key columns get a length so that databases which cannot index unbounded
 # text (MySQL/MariaDB primary keys) index them as VARCHAR.

@@ -244,7 +244,7 @@ def walk_base(saved: Optional[dict], modified_after: Optional[str], backfill: bo
 def committed_positions(resources_state: dict) -> dict[tuple[str, str], Optional[dict]]:
     """(connection, table) -> the base the next stretch of each walk starts from
     (None for walks that are finished), read from committed dlt state."""
-    positions = {}
+    positions: dict[tuple[str, str], Optional[dict]] = {}
     for table, resource in (resources_state or {}).items():
         for connection_id, state in (resource.get("bookmarks") or {}).items():
             saved = state.get("walk")

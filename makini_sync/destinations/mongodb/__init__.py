@@ -67,6 +67,7 @@ def mongodb_destination(
 ) -> None:
     """Load one batch (up to ``BATCH_SIZE`` records of one table) into MongoDB."""
     name = table["name"]
+    assert name is not None  # dlt hands each batch its table's schema, which is named
     if name.startswith("_dlt"):
         return
     if hasattr(items, "to_pylist"):  # Arrow batches (the sync yields Arrow tables)

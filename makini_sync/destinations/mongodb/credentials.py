@@ -23,7 +23,8 @@ class MongoDBCredentials(CredentialsConfiguration):
     """A ``mongodb://`` (or ``mongodb+srv://``) URI, given as one string in
     ``destination.mongodb.credentials``. ``str()`` never shows user info."""
 
-    connection_string: TSecretStrValue = None
+    # dlt's configspec idiom: None until resolved; Optional[...] would make the field optional
+    connection_string: TSecretStrValue = None  # type: ignore[assignment]
 
     def parse_native_representation(self, native_value: Any) -> None:
         if isinstance(native_value, str):

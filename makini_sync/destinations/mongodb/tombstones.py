@@ -19,6 +19,7 @@ from sources.makini.settings import CONNECTION_COLUMN, ID_COLUMN, UPDATED_AT_COL
 from makini_sync.integrity.fence import TOMBSTONES
 
 from .documents import document_key, to_utc_datetime
+from .errors import MongoDestinationError
 from .fenced_write import fenced_bulk_write
 
 logger = logging.getLogger(__package__)
@@ -50,9 +51,12 @@ def apply_hard_deletes(db: Database, entity_table: str,
     way, so an older deletion never moves a newer tombstone back in time.
     Embedded child rows go with their document.
     """
-    deletes, tomb_ops, incoming, tkeys = [], [], [], []
+    deletes, tomb_ops, tkeys = [], [], []
+    incoming: list[dt.datetime] = []
     for connection_id, record_id, deleted_at in deletions:
         when = to_utc_datetime(deleted_at)
+        if when is None:  # the fence below could not compare it
+            raise MongoDestinationError(f"a hard delete of {entity_table} {record_id!r} has no deletion time")
         deletes.append(DeleteOne({"_id": document_key(connection_id, record_id),
                                   UPDATED_AT_COLUMN: {"$lte": when}}))
         tkey = tombstone_key(connection_id, entity_table, record_id)
