@@ -10,9 +10,12 @@ from typing import Iterable, Optional
 
 import orjson
 
+from makini_sync.workers.selection import Shard
 from sources.makini.settings import ENTITIES
+from tests.destination_targets import POSTGRES_URL
 
 REPO = Path(__file__).resolve().parent.parent
+PG = {"DESTINATION__POSTGRES__CREDENTIALS": POSTGRES_URL}
 
 
 def assert_target_exact(target, sandbox, connection_ids: Optional[Iterable[str]] = None) -> None:
@@ -62,3 +65,16 @@ def list_pages(served: dict, connection_ids: Iterable[str]) -> int:
     slugs = {e.slug for e in ENTITIES.values()}
     return sum(count for cid in connection_ids
                for what, count in served["by_connection"].get(cid, {}).items() if what in slugs)
+
+
+def shards_of(sandbox, count):
+    """The sandbox's connection ids in each of ``count`` shards."""
+    by_token = {c["token"]: c["id"] for c in sandbox.connections}
+    return [[by_token[t] for t in by_token if Shard(k, count).holds(t)] for k in range(1, count + 1)]
+
+
+def run_hosts(sandbox, hosts, args=()):
+    """One worker process per host (data dir), each syncing its shard into PostgreSQL at once."""
+    workers = [start_worker(sandbox, data_dir, "--destination", "postgres", "--shard", f"{k}/{len(hosts)}", *args,
+                            extra_env=PG) for k, data_dir in enumerate(hosts, start=1)]
+    return [finish(w) for w in workers]

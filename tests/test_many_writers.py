@@ -8,25 +8,12 @@ import threading
 
 from makini_sandbox import Sandbox
 from makini_sync.integrity.deltas import Upsert, load_deltas
-from makini_sync.workers.selection import Shard
 from sources.makini.settings import ENTITIES
-from tests.destination_targets import POSTGRES_URL, destination_target
-from tests.fleet_support import assert_target_exact, finish, list_pages, start_worker
+from tests.destination_targets import destination_target
+from tests.fleet_support import PG, assert_target_exact, finish, list_pages, run_hosts, shards_of, start_worker
 from tests.sync_support import mutating
 
 SIZES = {"purchase-orders": 1100, "work-orders": 300, "assets": 300, "inventory-items": 300, "vendors": 250}
-PG = {"DESTINATION__POSTGRES__CREDENTIALS": POSTGRES_URL}
-
-
-def shards_of(sandbox, count):
-    by_token = {c["token"]: c["id"] for c in sandbox.connections}
-    return [[by_token[t] for t in by_token if Shard(k, count).holds(t)] for k in range(1, count + 1)]
-
-
-def run_hosts(sandbox, hosts, args=()):
-    workers = [start_worker(sandbox, data_dir, "--destination", "postgres", "--shard", f"{k}/{len(hosts)}", *args,
-                            extra_env=PG) for k, data_dir in enumerate(hosts, start=1)]
-    return [finish(w) for w in workers]
 
 
 class DeltaWriter:

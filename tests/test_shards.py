@@ -26,13 +26,16 @@ def test_every_connection_lands_in_exactly_one_shard(count):
         assert all(len(s) > 200 / count / 3 for s in picked), [len(s) for s in picked]  # roughly even
 
 
-def test_a_connection_added_moves_no_other():
+def test_a_connection_added_or_removed_moves_no_other():
     fleet = tokens(100)
-    before = {t: shard_of(t, 4) for t in fleet}
-    grown = fleet[:50] + tokens(20, seed=1) + fleet[50:]
-    assert {t: shard_of(t, 4) for t in fleet if t in grown} == before
-    # and the shard does not depend on the token's position in the list
-    assert {t: shard_of(t, 4) for t in reversed(fleet)} == before
+    before = {k: WorkerSelection(Shard(k, 4)).pick(fleet) for k in range(1, 5)}
+    added = tokens(20, seed=1)
+    grown = fleet[:50] + added + fleet[50:]
+    shrunk = fleet[10:]
+    for k in range(1, 5):
+        picked = WorkerSelection(Shard(k, 4)).pick(grown)
+        assert [t for t in picked if t not in added] == before[k]
+        assert WorkerSelection(Shard(k, 4)).pick(shrunk) == [t for t in before[k] if t in shrunk]
 
 
 def test_a_shard_keeps_the_configured_order():
@@ -52,6 +55,11 @@ def test_the_command_line_refuses_a_bad_shard_with_exit_code_2():
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stderr
     assert "--shard 5/4" in done.stderr and "between 1 and N" in done.stderr
+
+
+def test_a_named_worker_of_a_shard_keeps_both_in_its_name():
+    assert WorkerSelection(Shard(2, 4), "plant_eu").label == "plant_eu_shard_2_of_4"
+    assert WorkerSelection(Shard(1, 4), "plant_eu").label != WorkerSelection(Shard(2, 4), "plant_eu").label
 
 
 def test_pipeline_names_keep_destinations_datasets_and_shards_apart():

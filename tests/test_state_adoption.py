@@ -4,6 +4,8 @@ another shard, resume incrementally (one page of changes per walk)."""
 
 import shutil
 
+import pytest
+
 from makini_sync.workers.selection import Shard, WorkerSelection
 from sources.makini.settings import ENTITIES
 from tests.fleet_support import list_pages
@@ -56,4 +58,37 @@ def test_a_full_refresh_never_adopts_another_pipelines_bookmark(fresh_sandbox, t
     refreshed = sync(db, fresh_sandbox, full_refresh=True)
     assert refreshed.ok and refreshed.adopted == 0
     assert refreshed.tables["purchase_orders"].loaded == 2 * 1200
+    assert_exact(db, fresh_sandbox)
+
+
+def _full_refresh_killed_after_its_deletes(db, sandbox, monkeypatch):
+    from makini_sync.run.package_loop import PackageLoop
+
+    def killed(self, only):
+        raise KeyboardInterrupt("killed after the refresh deleted its rows")
+
+    monkeypatch.setattr(PackageLoop, "_extract", killed)
+    with pytest.raises(KeyboardInterrupt):
+        sync(db, sandbox, full_refresh=True)
+    monkeypatch.undo()
+
+
+def test_a_killed_full_refresh_then_a_wiped_disk_still_reloads_everything(fresh_sandbox, tmp_path, monkeypatch):
+    db = tmp_path / "w.duckdb"
+    assert sync(db, fresh_sandbox).ok
+    _full_refresh_killed_after_its_deletes(db, fresh_sandbox, monkeypatch)
+    shutil.rmtree(tmp_path / "dlt")  # a new container: only the destination remembers
+    again = sync(db, fresh_sandbox)
+    assert again.ok and again.tables["purchase_orders"].loaded == 2 * 1200
+    assert_exact(db, fresh_sandbox)
+
+
+def test_adoption_never_takes_a_bookmark_older_than_a_refresh_that_deleted_the_rows(
+        fresh_sandbox, tmp_path, monkeypatch):
+    db = tmp_path / "w.duckdb"
+    assert sync(db, fresh_sandbox, pipeline_name="makini_sync").ok  # before the upgrade
+    assert sync(db, fresh_sandbox).adopted  # the upgraded worker took those bookmarks over
+    _full_refresh_killed_after_its_deletes(db, fresh_sandbox, monkeypatch)
+    resharded = sync(db, fresh_sandbox, selection=WorkerSelection(Shard(1, 1)))  # a pipeline new to them all
+    assert resharded.ok and resharded.adopted == 0  # the newest bookmark is the refresh's empty one
     assert_exact(db, fresh_sandbox)

@@ -36,8 +36,6 @@ def test_rerun_never_duplicates(fresh_sandbox, tmp_path):
     sync(db, fresh_sandbox, entities=["vendors"])
     import duckdb
 
-    from makini_sync.workers.naming import staging_layout
-
     with duckdb.connect(str(db), read_only=True) as con:
         total, distinct = con.execute(
             "SELECT COUNT(*), COUNT(DISTINCT (connection_id, id)) FROM makini.vendors"

@@ -24,8 +24,10 @@ HOLD = f"""
 import sys, time
 from makini_sync.destinations.profiles import load_profile
 from makini_sync.integrity.locking import WriterLocks
-with WriterLocks(load_profile(sys.argv[1]), "makini", {HOLDER!r}) as locks, \\
-        locks.connections(["conn_a", "conn_b"]), locks.loading():
+connections = sys.argv[2].split(",") if len(sys.argv) > 2 else ["conn_a", "conn_b"]
+with WriterLocks(load_profile(sys.argv[1]), "makini", {HOLDER!r}) as locks, locks.connections(connections):
+    if len(sys.argv) <= 2:
+        locks._take("load")
     print("held", flush=True)
     time.sleep(600)
 """
@@ -46,10 +48,12 @@ def destination(request, tmp_path, monkeypatch):
     return name
 
 
-def hold_in_another_process(name, tmp_path):
+def hold_in_another_process(name, tmp_path, connections=None):
+    """Another process holding two connections' locks and the load lock (or, given
+    ``connections``, those connections' locks alone) until it is killed."""
     env = {**os.environ, "DLT_DATA_DIR": str(tmp_path / "holder_dlt")}
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, name], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, name, *([",".join(connections)] if connections else [])],
+                              cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = holder.stdout.readline()
     assert line.strip() == "held", holder.stderr.read()[-3000:]
     return holder
@@ -70,7 +74,9 @@ def test_a_holder_killed_with_sigkill_blocks_the_others_no_longer_than_its_lease
     waiter = threading.Thread(target=wait_for_it, daemon=True)
     try:
         waiter.start()
-        assert not got.wait(2.0), "the waiter took a lock another process holds"
+        # a live holder keeps its lease past twice its length: the renewals work
+        alive_for = 2 * LEASE + 1 if destination == "mongodb" else 2.0
+        assert not got.wait(alive_for), "the waiter took a lock another process holds"
         assert holder.poll() is None
         holder.send_signal(signal.SIGKILL)
         killed = time.monotonic()
@@ -120,7 +126,8 @@ def test_a_snowflake_lease_names_its_holder_and_expires_when_not_renewed(tmp_pat
             with WriterLocks(profile, "makini", "writer B") as other:
                 result["free at once"] = other.backend.try_acquire("load")
                 result["holder"] = other.backend.holder_of("load")
-                other.backend.release("load") if result["free at once"] else None
+                if result["free at once"]:
+                    other.backend.release("load")
                 with other.loading():
                     result["waited"] = other.waited
 
@@ -132,3 +139,34 @@ def test_a_snowflake_lease_names_its_holder_and_expires_when_not_renewed(tmp_pat
         assert result["free at once"] is False
         assert "writer A" in result["holder"]
         assert 0.5 < result["waited"] < 2.0 + 3.0
+
+
+def test_a_sync_waits_for_the_writer_that_holds_one_of_its_connections(tmp_path, monkeypatch, request):
+    """From reading stored versions to its last load, the sync holds each of its
+    connections' locks: while another process holds one, the sync writes nothing."""
+    from makini_sandbox import Sandbox
+    from makini_sync.run.sync import run_sync
+    from tests.destination_targets import destination_target
+    from tests.sync_support import FAST_RETRIES
+
+    with destination_target("postgres", tmp_path, monkeypatch, request) as target, \
+            Sandbox(seed=61, sizes={"vendors": 120}, connections=2, in_process=True) as sandbox:
+        monkeypatch.setenv("DLT_DATA_DIR", str(tmp_path / "sync_dlt"))
+        held = sandbox.connections[1]["id"]
+        holder = hold_in_another_process("postgres", tmp_path, connections=[held])
+        results = {}
+        syncing = threading.Thread(target=lambda: results.update(run=run_sync(
+            target.profile, base_url=sandbox.base_url, api_token=sandbox.tokens, entities=["vendors"],
+            retry_policy=FAST_RETRIES)))
+        try:
+            syncing.start()
+            syncing.join(3.0)
+            assert syncing.is_alive(), "the sync ran while another writer held one of its connections"
+            assert target.versions("vendors", sandbox.connections[0]["id"]) == {}  # nothing written meanwhile
+        finally:
+            holder.kill()
+            holder.wait(10)
+        syncing.join(120)
+        result = results["run"]
+        assert result.ok and result.lock_wait_seconds >= 2.0
+        assert len(target.versions("vendors", held)) == 120

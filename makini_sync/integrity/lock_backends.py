@@ -23,6 +23,7 @@ import hashlib
 import logging
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable, Optional, Protocol
 
@@ -41,7 +42,12 @@ class LockBackend(Protocol):
     def acquire(self, key: str) -> None: ...  # blocks
     def release(self, key: str) -> None: ...
     def holder_of(self, key: str) -> str: ...
+    def check(self) -> None: ...  # raises WriterLockLost if the locks may be gone
     def close(self) -> None: ...
+
+
+class WriterLockLost(RuntimeError):
+    """The session or lease that held the writer locks ended while they were held."""
 
 
 def _int32(text: str) -> int:
@@ -81,6 +87,9 @@ class PostgresLocks:
         name, address, pid = rows[0]
         return f"{name or 'a session'} (server pid {pid}{f', from {address}' if address else ''})"
 
+    def check(self) -> None:
+        _check_session(self.client, "PostgreSQL")
+
     def close(self) -> None:
         self._stack.close()  # ends the session: every lock it held goes with it
 
@@ -104,8 +113,12 @@ class MySqlLocks:
         return self.client.execute_sql("SELECT GET_LOCK(%s, 0)", self._name(key))[0][0] == 1
 
     def acquire(self, key: str) -> None:
-        while self.client.execute_sql("SELECT GET_LOCK(%s, %s)", self._name(key), self.WAIT_STEP)[0][0] != 1:
-            pass
+        while True:
+            got = self.client.execute_sql("SELECT GET_LOCK(%s, %s)", self._name(key), self.WAIT_STEP)[0][0]
+            if got == 1:
+                return
+            if got is None:  # an error inside GET_LOCK (killed query): do not spin on it
+                time.sleep(1.0)
 
     def release(self, key: str) -> None:
         self.client.execute_sql("SELECT RELEASE_LOCK(%s)", self._name(key))
@@ -117,8 +130,23 @@ class MySqlLocks:
             return "another writer (gone meanwhile)"
         return f"MySQL session {rows[0][0]} from {rows[0][1]}"
 
+    def check(self) -> None:
+        _check_session(self.client, "MySQL")
+
     def close(self) -> None:
         self._stack.close()
+
+
+def _check_session(client: Any, what: str) -> None:
+    """Session locks end with their session: a session that died meanwhile (a restart,
+    an idle timeout) took them with it, and loading on would be unguarded."""
+    try:
+        client.execute_sql("SELECT 1")
+    except Exception as exc:  # noqa: BLE001 - any failure means the session cannot be trusted
+        raise WriterLockLost(
+            f"the {what} session holding the writer locks ended ({type(exc).__name__}); "
+            "the run stops before loading unguarded; rerun it"
+        ) from None
 
 
 class FileLocks:
@@ -131,23 +159,27 @@ class FileLocks:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self.handle = open(path, "a+")
-        self.names: set[str] = set()  # the file stays locked while any name is held
+        self.taken = 0  # the file stays locked while anything holds it (threads of one run share it)
+        self._mutex = threading.Lock()
 
     def try_acquire(self, key: str) -> bool:
-        if not self.names:
-            try:
-                fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return False
-            self._write_holder()
-        self.names.add(key)
-        return True
+        with self._mutex:
+            if not self.taken:
+                try:
+                    fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return False
+                self._write_holder()
+            self.taken += 1
+            return True
 
     def acquire(self, key: str) -> None:
-        if not self.names:
-            fcntl.flock(self.handle, fcntl.LOCK_EX)
+        if self.try_acquire(key):
+            return
+        fcntl.flock(self.handle, fcntl.LOCK_EX)
+        with self._mutex:
             self._write_holder()
-        self.names.add(key)
+            self.taken += 1
 
     def _write_holder(self) -> None:
         self.handle.seek(0)
@@ -156,14 +188,18 @@ class FileLocks:
         self.handle.flush()
 
     def release(self, key: str) -> None:
-        self.names.discard(key)
-        if not self.names:
-            fcntl.flock(self.handle, fcntl.LOCK_UN)
+        with self._mutex:
+            self.taken -= 1
+            if not self.taken:
+                fcntl.flock(self.handle, fcntl.LOCK_UN)
 
     def holder_of(self, key: str) -> str:
         with contextlib.suppress(OSError):
             return self.path.read_text().strip() or "another writer"
         return "another writer"
+
+    def check(self) -> None:
+        pass  # a file lock lasts as long as the process
 
     def close(self) -> None:
         self.handle.close()
@@ -186,6 +222,7 @@ class LeaseLocks:
     def __init__(self, store: Any, holder: str, lease_seconds: float = DEFAULT_LEASE_SECONDS) -> None:
         self.store, self.holder, self.lease_seconds = store, holder, lease_seconds
         self.held: set[str] = set()
+        self.lost: Optional[str] = None  # why the leases can no longer be trusted
         self._mutex = threading.Lock()
         self._stop = threading.Event()
         self._renewer = threading.Thread(target=self._renew, name="makini-lease-renewer", daemon=True)
@@ -221,11 +258,21 @@ class LeaseLocks:
     def _renew(self) -> None:
         while not self._stop.wait(self.lease_seconds / 3):
             with self._mutex:
-                if self.held:
-                    try:
-                        self.store.renew(sorted(self.held), self.holder, self._expiry())
-                    except Exception as exc:  # noqa: BLE001 - the next renewal tries again, well inside the lease
-                        logger.warning("could not renew the writer lease (%s); trying again", type(exc).__name__)
+                if not self.held:
+                    continue
+                try:
+                    renewed = self.store.renew(self.holder, self._expiry())
+                except Exception as exc:  # noqa: BLE001 - the next renewal tries again, well inside the lease
+                    logger.warning("could not renew the writer lease (%s); trying again", type(exc).__name__)
+                    continue
+                if renewed < len(self.held):
+                    self.lost = f"{len(self.held) - renewed} of {len(self.held)} lease(s) were taken over"
+                    logger.error("writer leases lost: %s", self.lost)
+
+    def check(self) -> None:
+        if self.lost:
+            raise WriterLockLost(f"the writer leases of this run ended ({self.lost}); "
+                                 "the run stops before loading unguarded; rerun it")
 
     def close(self) -> None:
         self._stop.set()
@@ -247,33 +294,39 @@ class SqlLeaseStore:
         self._stack = contextlib.ExitStack()
         self.client = self._stack.enter_context(open_client())
         self.table = self.client.make_qualified_table_name(LEASE_TABLE)
-        self.client.create_dataset() if not self.client.has_dataset() else None
+        if not self.client.has_dataset():
+            with contextlib.suppress(Exception):  # another writer created it meanwhile
+                self.client.create_dataset()
         self.client.execute_sql(
             f"CREATE TABLE IF NOT EXISTS {self.table} (lock_key VARCHAR(200), holder VARCHAR(300),"
-            " expires_at TIMESTAMP)")
+            " expires_at TIMESTAMP_NTZ)")
 
     def _rows(self, key: str) -> list:
         return list(self.client.execute_sql(f"SELECT holder, expires_at FROM {self.table} WHERE lock_key = %s", key) or [])
 
     def claim(self, key: str, holder: str, now: dt.datetime, expires: dt.datetime) -> bool:
         naive_now, naive_expires = _naive(now), _naive(expires)
-        self.client.execute_sql(
-            f"UPDATE {self.table} SET holder = %s, expires_at = %s WHERE lock_key = %s"
-            " AND (expires_at < %s OR holder = %s)", holder, naive_expires, key, naive_now, holder)
+        # expired leases go first, duplicates a writer left by dying mid-claim among them
+        self.client.execute_sql(f"DELETE FROM {self.table} WHERE lock_key = %s AND expires_at < %s", key, naive_now)
         rows = self._rows(key)
-        if not rows:
-            self.client.execute_sql(f"INSERT INTO {self.table} (lock_key, holder, expires_at) VALUES (%s, %s, %s)",
-                                    key, holder, naive_expires)
-            rows = self._rows(key)
-            if len(rows) > 1:  # another writer inserted at the same time: both step back
-                self.client.execute_sql(f"DELETE FROM {self.table} WHERE lock_key = %s AND holder = %s", key, holder)
-                return False
+        if rows:
+            if len(rows) == 1 and rows[0][0] == holder:
+                self.client.execute_sql(f"UPDATE {self.table} SET expires_at = %s WHERE lock_key = %s AND holder = %s",
+                                        naive_expires, key, holder)
+                return True
+            return False
+        self.client.execute_sql(f"INSERT INTO {self.table} (lock_key, holder, expires_at) VALUES (%s, %s, %s)",
+                                key, holder, naive_expires)
+        rows = self._rows(key)
+        if len(rows) > 1:  # another writer inserted at the same time: both step back and try again
+            self.client.execute_sql(f"DELETE FROM {self.table} WHERE lock_key = %s AND holder = %s", key, holder)
+            return False
         return len(rows) == 1 and rows[0][0] == holder
 
-    def renew(self, keys: list[str], holder: str, expires: dt.datetime) -> None:
-        for key in keys:
-            self.client.execute_sql(f"UPDATE {self.table} SET expires_at = %s WHERE lock_key = %s AND holder = %s",
-                                    _naive(expires), key, holder)
+    def renew(self, holder: str, expires: dt.datetime) -> int:
+        """Extends every lease of ``holder`` in one statement; returns how many it still holds."""
+        self.client.execute_sql(f"UPDATE {self.table} SET expires_at = %s WHERE holder = %s", _naive(expires), holder)
+        return int(self.client.execute_sql(f"SELECT COUNT(*) FROM {self.table} WHERE holder = %s", holder)[0][0])
 
     def free(self, key: str, holder: str) -> None:
         self.client.execute_sql(f"DELETE FROM {self.table} WHERE lock_key = %s AND holder = %s", key, holder)
@@ -297,22 +350,24 @@ class MongoLeaseStore:
     collide on ``_id`` (the document already exists)."""
 
     def __init__(self, database: Any) -> None:
-        self.collection = database[LEASE_TABLE]
+        from pymongo import WriteConcern
+
+        # a lease acknowledged by the majority survives a failover
+        self.collection = database.get_collection(LEASE_TABLE, write_concern=WriteConcern(w="majority"))
 
     def claim(self, key: str, holder: str, now: dt.datetime, expires: dt.datetime) -> bool:
         from pymongo.errors import DuplicateKeyError
 
         try:
-            self.collection.update_one(
+            result = self.collection.update_one(
                 {"_id": key, "$or": [{"expires_at": {"$lt": now}}, {"holder": holder}]},
                 {"$set": {"holder": holder, "expires_at": expires}}, upsert=True)
         except DuplicateKeyError:
-            return False
-        found = self.collection.find_one({"_id": key})
-        return bool(found) and found.get("holder") == holder
+            return False  # the lease exists, unexpired and another's
+        return bool(result.matched_count or result.upserted_id is not None)
 
-    def renew(self, keys: list[str], holder: str, expires: dt.datetime) -> None:
-        self.collection.update_many({"_id": {"$in": keys}, "holder": holder}, {"$set": {"expires_at": expires}})
+    def renew(self, holder: str, expires: dt.datetime) -> int:
+        return self.collection.update_many({"holder": holder}, {"$set": {"expires_at": expires}}).matched_count
 
     def free(self, key: str, holder: str) -> None:
         self.collection.delete_one({"_id": key, "holder": holder})

@@ -21,17 +21,23 @@ Where the lock lives depends on the destination (``lock_backends.py``).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import re
+import tempfile
 import threading
 import time
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 
 import dlt
 
-from makini_sync.destinations.profiles import Profile
+from sources.makini.errors import ConfigurationError
+
+from makini_sync.destinations.profiles import Profile, make_pipeline
 from makini_sync.integrity.lock_backends import (
     DEFAULT_LEASE_SECONDS, FileLocks, LeaseLocks, LockBackend, MongoLeaseStore, MySqlLocks, PostgresLocks,
     SqlLeaseStore,
@@ -42,7 +48,13 @@ logger = logging.getLogger(__name__)
 LOAD_KEY = "load"
 LEASE_ENV = "MAKINI_LOCK_LEASE_SECONDS"
 
-# (scope, key) -> [the backend that took it, times taken], per thread: a nested take is free
+@dataclass
+class _Held:
+    backend: LockBackend  # the one that took it, and gives it back
+    times: int = 1
+
+
+# (scope, key) -> _Held, per thread: a nested take of a held lock is free
 _held = threading.local()
 
 
@@ -53,8 +65,9 @@ def _held_locks() -> dict:
 
 
 def holder_name(label: str) -> str:
-    """How a waiter sees us: what we are, our process and host."""
-    return f"makini-sync {label} pid {os.getpid()} on {os.uname().nodename}"
+    """How a waiter sees us: process and host first (PostgreSQL keeps 63 characters of
+    it), a random part (two containers may share a host name and pid 1), what we are."""
+    return f"pid {os.getpid()}@{os.uname().nodename} {uuid.uuid4().hex[:8]} makini-sync {label}"
 
 
 class WriterLocks:
@@ -69,6 +82,7 @@ class WriterLocks:
         self.scope = f"{profile.name}.{dataset}"
         self._pipeline = pipeline
         self._backend: Optional[LockBackend] = None
+        self._lock_dir: Optional[tempfile.TemporaryDirectory] = None
         self.waited = 0.0
 
     def __enter__(self) -> "WriterLocks":
@@ -76,18 +90,31 @@ class WriterLocks:
 
     def __exit__(self, *exc: Any) -> None:
         if self._backend is not None:
+            held = _held_locks()
+            for key in [k for k, entry in held.items() if isinstance(entry, _Held) and entry.backend is self._backend]:
+                del held[key]  # closing the backend ends them, whatever happened to the calls that took them
             self._backend.close()
             self._backend = None
+        if self._lock_dir is not None:
+            self._lock_dir.cleanup()
+            self._lock_dir = None
 
     @property
     def backend(self) -> LockBackend:
         if self._backend is None:
-            self._backend = open_backend(self.profile, self.dataset, self.holder, self._pipeline)
+            pipeline = self._pipeline
+            if pipeline is None and not _file_or_lease(self.profile):
+                # a pipeline only to open the lock session with dlt's credentials, kept out of dlt's data dir
+                self._lock_dir = tempfile.TemporaryDirectory(prefix="makini-locks-")
+                pipeline = make_pipeline(self.profile, "makini_locks", self.dataset,
+                                         pipelines_dir=self._lock_dir.name)
+            self._backend = open_backend(self.profile, self.dataset, self.holder, pipeline)
         return self._backend
 
     @contextlib.contextmanager
     def connections(self, connection_ids: Iterable[str]) -> Iterator[None]:
         keys = [f"connection:{c}" for c in sorted(set(connection_ids))]
+        self._refuse_out_of_order(keys)
         taken: list[str] = []
         try:
             for key in keys:
@@ -102,9 +129,19 @@ class WriterLocks:
     def loading(self) -> Iterator[None]:
         self._take(LOAD_KEY)
         try:
+            self.backend.check()  # the connections' locks and this one are still ours
             yield
         finally:
             self._give_back(LOAD_KEY)
+
+    def _refuse_out_of_order(self, keys: list[str]) -> None:
+        """Locks are taken in sorted order, connections before the load lock, or two
+        writers can wait on each other for ever; a nested take that would break
+        that is a bug in the caller, so it fails loudly instead."""
+        held = {key for (scope, key) in _held_locks() if scope == self.scope}
+        new = [k for k in keys if self._canonical(k) not in held]
+        if new and (self._canonical(LOAD_KEY) in held or any(h > new[0] for h in held if h.startswith("connection:"))):
+            raise RuntimeError(f"writer locks taken out of order on {self.scope}: {new[0]} after {sorted(held)}")
 
     def _canonical(self, key: str) -> str:
         """A file lock is one lock whatever the name (DuckDB has one writer anyway)."""
@@ -114,7 +151,7 @@ class WriterLocks:
         key = self._canonical(key)
         held = _held_locks()
         if (self.scope, key) in held:  # this thread holds it already, through this object or another
-            held[(self.scope, key)][1] += 1
+            held[(self.scope, key)].times += 1
             return
         backend = self.backend
         if not backend.try_acquire(key):
@@ -125,16 +162,18 @@ class WriterLocks:
                         backend.holder_of(key), lease)
             backend.acquire(key)
             self.waited += time.monotonic() - started
-        held[(self.scope, key)] = [backend, 1]
+        held[(self.scope, key)] = _Held(backend)
 
     def _give_back(self, key: str) -> None:
         key = self._canonical(key)
         held = _held_locks()
-        entry = held[(self.scope, key)]
-        entry[1] -= 1
-        if entry[1] == 0:
-            del held[(self.scope, key)]
-            entry[0].release(key)  # the backend that took it
+        entry = held.get((self.scope, key))
+        if entry is None:
+            return  # its backend was closed meanwhile, and the lock with it
+        entry.times -= 1
+        if entry.times == 0:
+            del held[(self.scope, key)]  # forgotten first: a release that fails must not leave it "held"
+            entry.backend.release(key)  # the backend that took it
 
 
 def lease_seconds() -> float:
@@ -146,10 +185,13 @@ def lease_seconds() -> float:
     except ValueError:
         seconds = -1
     if seconds <= 0:
-        from sources.makini.errors import ConfigurationError
-
         raise ConfigurationError(f"{LEASE_ENV} must be a number of seconds above 0, not {value!r}")
     return seconds
+
+
+def _file_or_lease(profile: Profile) -> bool:
+    """Backends that need no SQL session: DuckDB's file lock and MongoDB's leases."""
+    return profile.documents or "mongodb" in profile.destination or profile.destination.endswith("duckdb")
 
 
 def open_backend(profile: Profile, dataset: str, holder: str, pipeline: Optional[dlt.Pipeline]) -> LockBackend:
@@ -162,16 +204,17 @@ def open_backend(profile: Profile, dataset: str, holder: str, pipeline: Optional
         return LeaseLocks(MongoLeaseStore(database), holder, lease_seconds())
     if kind == "duckdb":
         return FileLocks(duckdb_lock_path(profile, dataset))
-    if pipeline is None:
-        from makini_sync.destinations.profiles import make_pipeline
-
-        pipeline = make_pipeline(profile, f"makini_locks__{re.sub(r'[^a-z0-9_]', '_', profile.name.lower())}", dataset)
+    assert pipeline is not None  # WriterLocks.backend gives SQL backends one
     open_client = pipeline.sql_client
     if kind == "postgres":
         return PostgresLocks(open_client, dataset, holder)
-    if kind == "sqlalchemy":
+    if kind == "sqlalchemy":  # MySQL/MariaDB, the one sqlalchemy destination destinations.toml names
         return MySqlLocks(open_client, dataset, holder)
-    return LeaseLocks(SqlLeaseStore(open_client), holder, lease_seconds())
+    if kind == "snowflake":
+        return LeaseLocks(SqlLeaseStore(open_client), holder, lease_seconds())
+    raise ConfigurationError(
+        f"destination {profile.name!r} ({profile.destination}) has no writers' lock: makini-sync supports "
+        "duckdb, postgres, sqlalchemy (MySQL/MariaDB), snowflake and its mongodb destination")
 
 
 def duckdb_lock_path(profile: Profile, dataset: str) -> Path:
@@ -182,3 +225,33 @@ def duckdb_lock_path(profile: Profile, dataset: str) -> Path:
         return Path(path).resolve().with_name(Path(path).name + f".{dataset}.writer.lock")
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{profile.name}.{dataset}")
     return Path(dlt.current.run_context().data_dir) / "locks" / f"{safe}.lock"
+
+
+@contextlib.contextmanager
+def pipeline_run_lock(pipeline_name: str) -> Iterator[None]:
+    """One run at a time per pipeline working directory (a cron run that overlaps the
+    last one waits for it): two runs would share pending packages, spools and state.
+    Taken before any writer lock; a nested take in the same thread is free."""
+    path = Path(dlt.current.run_context().data_dir) / "locks" / f"{pipeline_name}.run.lock"
+    runs = _held_locks()
+    if ("run", str(path)) in runs:
+        yield
+        return
+    runs[("run", str(path))] = None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            logger.info("waiting for the run of pipeline %s that holds %s (%s)", pipeline_name, path,
+                        path.read_text().strip() or "another process")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {os.uname().nodename}")
+        handle.flush()
+        try:
+            yield
+        finally:
+            runs.pop(("run", str(path)), None)
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -12,8 +12,9 @@ This drives dlt's ``Load`` step directly rather than calling
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from typing import Optional
+from typing import Any, Callable, ContextManager, Optional
 
 import dlt
 
@@ -27,8 +28,12 @@ class BackgroundLoad:
     step loads every normalized package it finds.
     """
 
-    def __init__(self, pipeline: dlt.Pipeline, workers: Optional[int] = None) -> None:
+    def __init__(self, pipeline: dlt.Pipeline, workers: Optional[int] = None,
+                 around: Callable[[], ContextManager[Any]] = contextlib.nullcontext) -> None:
+        """``around``: what the load runs inside, on its thread (the dataset's load lock),
+        so the lock is held for the load alone, not the extraction beside it."""
         self.pipeline = pipeline
+        self.around = around
         self.step = dlt_seam.load_step(pipeline, workers)  # in the caller's thread
         self.error: Optional[BaseException] = None
         self.thread = threading.Thread(target=self._run, name="makini-load", daemon=True)
@@ -36,7 +41,8 @@ class BackgroundLoad:
 
     def _run(self) -> None:
         try:
-            dlt_seam.run_load_step(self.step)
+            with self.around():
+                dlt_seam.run_load_step(self.step)
         except BaseException as exc:  # noqa: BLE001 - raised in the caller by wait()
             self.error = exc
 

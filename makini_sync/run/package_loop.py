@@ -69,20 +69,17 @@ class PackageLoop:
             with self._load_lock():
                 refresh_own_rows(self.pipeline, self.profile, self.entities, self.connection_ids)
         loading: Optional[BackgroundLoad] = None
-        held: Optional[contextlib.ExitStack] = None  # the load lock, while a load runs on its thread
         try:
             while True:
                 self._extract(only)
                 if loading is not None:  # the previous package, loaded while this one was extracted
                     loading.wait()
-                    loading, self.after = None, self._tidy(schema_ahead=True)
-                    held.close() if held else None
+                    with self._load_lock():
+                        loading, self.after = None, self._tidy(schema_ahead=True)
                 self.pipeline.normalize()
                 self.loaded.update(normalized_row_counts(self.pipeline))
                 if self.report.unfinished and not self.fenced and not self.profile.documents:
-                    held = contextlib.ExitStack()
-                    held.enter_context(self._load_lock())
-                    loading = BackgroundLoad(self.pipeline, self.profile.load_workers)
+                    loading = BackgroundLoad(self.pipeline, self.profile.load_workers, around=self._load_lock)
                 else:
                     with self._load_lock():
                         self.profile.load(self.pipeline)
@@ -93,8 +90,6 @@ class PackageLoop:
         finally:
             if loading is not None:  # a failure meanwhile: never close the database under a load
                 loading.join()
-            if held is not None:
-                held.close()
 
     def _load_lock(self) -> Any:
         """The dataset's load lock (``integrity/locking.py``) around a load and its tidying."""

@@ -23,6 +23,9 @@ def render_summary(result: SyncResult) -> str:
                      f" kept at {package.kept_at}")
     for failure in result.report.failures:
         lines.append(f"  FAILED {failure}")
+    for connection, breaker in sorted(result.report.skipped.items()):
+        lines.append(f"  SKIPPED connection {connection}: {', '.join(breaker.skipped)} not walked, "
+                     f"after {type(breaker.cause).__name__} on {breaker.cause.entity}")
     return "\n".join(lines)
 
 

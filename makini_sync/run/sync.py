@@ -23,7 +23,7 @@ from sources.makini.spool import settle_spools
 from sources.makini.walk import committed_positions
 
 from makini_sync.run.destination_session import count_rows
-from makini_sync.integrity.locking import WriterLocks, holder_name
+from makini_sync.integrity.locking import WriterLocks, holder_name, pipeline_run_lock
 from makini_sync.run.package_loop import PackageLoop
 from makini_sync.destinations.profiles import DATASET_NAME, Profile, make_pipeline
 from makini_sync.run.pending_packages import finish_pending_loads
@@ -31,7 +31,7 @@ from makini_sync.run.run_database import RunDatabase
 from makini_sync.run.worker_connections import identified_connections
 from makini_sync.workers.naming import sync_pipeline_name, sync_pipeline_prefix
 from makini_sync.workers.selection import WorkerSelection
-from makini_sync.workers.state_adoption import adopt_bookmarks
+from makini_sync.workers.state_adoption import adopt_bookmarks, forget_departed
 
 logger = logging.getLogger(__name__)
 
@@ -137,8 +137,8 @@ def run_sync(
     connections = identified_connections(base_url, api_token, selection, retry_policy or RetryPolicy(), report)
     source_args["base_url"], source_args["api_token"] = connections.base_url, connections.tokens
     source_args["connections"] = connections.opened  # identified: the source asks no id again
-    with WriterLocks(profile, dataset, holder_name(name), pipeline) as locks, locks.connections(connections.ids), \
-            RunDatabase(profile if pipeline is None else None) as database:
+    with pipeline_run_lock(name), WriterLocks(profile, dataset, holder_name(name), pipeline) as locks, \
+            locks.connections(connections.ids), RunDatabase(profile if pipeline is None else None) as database:
         if pipeline is None:
             assert database.profile is not None  # RunDatabase keeps the profile it was given
             pipeline = make_pipeline(database.profile, name, dataset, progress=progress)
@@ -151,6 +151,9 @@ def run_sync(
         # and saving its local state left the newer state only in that package,
         # now in the destination; take it back before walking on
         pipeline.sync_destination()
+        if api_token is None and not report.failures:
+            # the worker's whole configured selection answered: any other connection moved away
+            forget_departed(pipeline, connections.ids)
         adopted = {} if full_refresh or backfill or dry_run or profile.documents else adopt_bookmarks(
             pipeline, sync_pipeline_prefix(profile.name, dataset), connections.ids, [e.table for e in chosen])
         settle_spools(spool_root, committed_positions(source_resources_state(pipeline)))

@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Optional, Sequence
 
@@ -41,7 +41,7 @@ from sources.makini.settings import CONNECTION_COLUMN, ID_COLUMN, UPDATED_AT_COL
 
 from makini_sync.integrity.deltas import Delete, load_deltas
 from makini_sync.integrity.fence import as_utc
-from makini_sync.integrity.locking import WriterLocks, holder_name
+from makini_sync.integrity.locking import WriterLocks, holder_name, pipeline_run_lock
 from makini_sync.destinations.profiles import DATASET_NAME, Profile, make_pipeline
 from makini_sync.workers.naming import sync_pipeline_name, writer_pipeline_name
 from makini_sync.workers.selection import WorkerSelection
@@ -202,21 +202,22 @@ def reconcile(
     ``selection``: this worker's share of them (``--shard``), as for the sync.
     The connections' writer locks are held from reading the warehouse's
     versions to the last delete, so no other writer's row is taken for a ghost."""
-    started = datetime.now(timezone.utc)
     registry = load_registry()
-    chosen = registry.resolve(entities)
-    base_url = base_url if base_url is not None else dlt.config.get("sources.makini.base_url")
+    job = ReconcileJob(
+        profile, base_url if base_url is not None else dlt.config.get("sources.makini.base_url"),
+        registry.resolve(entities), retry_policy or RetryPolicy(), dry_run, selection or WorkerSelection(),
+        datetime.now(timezone.utc))
     api_token = api_token if api_token is not None else dlt.secrets.get("sources.makini.api_token")
-    policy = retry_policy or RetryPolicy()
-    selection = selection or WorkerSelection()
-    tokens = selection.pick(parse_tokens(api_token))
+    tokens = job.selection.pick(parse_tokens(api_token))
     name = writer_pipeline_name(RECONCILE_PIPELINE, profile.name, DATASET_NAME)
     with contextlib.ExitStack() as held:
+        # as a sync takes them: its worker's run first, then the writer locks
+        held.enter_context(pipeline_run_lock(sync_pipeline_name(profile.name, DATASET_NAME, job.selection.label)))
         locks = held.enter_context(WriterLocks(profile, DATASET_NAME, holder_name(name)))
-        wanted, results = wanted_walks(base_url, tokens, registry, chosen, policy)
-        held.enter_context(locks.connections({connection_id for connection_id, _ in wanted}))
-        run = _reconcile_locked(profile, locks, base_url, tokens, chosen, policy, dry_run, selection, started,
-                                wanted, results)
+        walks = wanted_walks(job, tokens, registry)
+        # every connection the nested sync will walk is locked here first, in order
+        held.enter_context(locks.connections(walks.identified.values()))
+        run = _reconcile_locked(job, locks, walks)
     for result in run.results:
         if result.missing or result.stale or result.ghosts:
             logger.warning("reconcile %s %s: %d missing, %d stale, %d ghost(s)%s", result.connection_id,
@@ -225,39 +226,60 @@ def reconcile(
     return run
 
 
-def wanted_walks(base_url: Any, tokens: list[str], registry: Any, chosen: Sequence[Entity],
-                 policy: RetryPolicy) -> tuple[list[tuple[str, Entity]], dict[tuple[str, str], Reconciled]]:
-    """(connection, entity) pairs to compare, and a result for each (a failed connection's holds its error)."""
-    wanted: list[tuple[str, Entity]] = []
-    results: dict[tuple[str, str], Reconciled] = {}
-    for connection in open_connections(base_url, tokens, policy) if tokens else []:
+@dataclass(frozen=True)
+class ReconcileJob:
+    """What one reconcile run was asked to do."""
+
+    profile: Profile
+    base_url: Any
+    chosen: Sequence[Entity]
+    policy: RetryPolicy
+    dry_run: bool
+    selection: WorkerSelection
+    started: datetime
+
+
+@dataclass
+class Walks:
+    """The connections that answered (token -> id), the (connection, entity) pairs to
+    compare, and a result for each (a failed connection's holds its error)."""
+
+    identified: dict[str, str] = field(default_factory=dict)
+    wanted: list[tuple[str, Entity]] = field(default_factory=list)
+    results: dict[tuple[str, str], Reconciled] = field(default_factory=dict)
+
+
+def wanted_walks(job: ReconcileJob, tokens: list[str], registry: Any) -> Walks:
+    walks = Walks()
+    opened = open_connections(job.base_url, tokens, job.policy) if tokens else []
+    for token, connection in zip(tokens, opened, strict=True):
         try:
             connection_id = connection.identify()
         except Exception as exc:  # noqa: BLE001 - reported; the other connections go on
-            results[(connection.name, "*")] = Reconciled(connection.name, "*", error=str(exc))
+            walks.results[(connection.name, "*")] = Reconciled(connection.name, "*", error=str(exc))
             continue
-        for entity in chosen:
+        walks.identified[token] = connection_id
+        for entity in job.chosen:
             if registry.for_connection(connection_id, entity.table) is None:
                 continue
-            wanted.append((connection_id, entity))
-            results[(connection_id, entity.table)] = Reconciled(connection_id, entity.table)
-    return wanted, results
+            walks.wanted.append((connection_id, entity))
+            walks.results[(connection_id, entity.table)] = Reconciled(connection_id, entity.table)
+    return walks
 
 
-def _reconcile_locked(profile: Profile, locks: WriterLocks, base_url: Any, tokens: list[str],
-                      chosen: Sequence[Entity], policy: RetryPolicy, dry_run: bool, selection: WorkerSelection,
-                      started: datetime, wanted: list[tuple[str, Entity]],
-                      results: dict[tuple[str, str], Reconciled]) -> ReconcileRun:
+def _reconcile_locked(job: ReconcileJob, locks: WriterLocks, walks: Walks) -> ReconcileRun:
     """Compare and repair, under the connections' locks."""
+    profile, chosen, dry_run, started = job.profile, job.chosen, job.dry_run, job.started
+    wanted, results = walks.wanted, walks.results
     # read before the walk: a row stored later cannot be taken for a ghost
     stored = warehouse_versions(profile, wanted)
 
     # versions the warehouse already holds are skipped before the fence's lookups: most rows, in the usual case
     skip = {key: skip_map(table) for key, table in stored.items()}
-    synced = run_sync(profile, base_url=base_url, api_token=tokens, entities=[e.table for e in chosen],
-                      backfill=True, retry_policy=policy, collect_versions=True, dry_run=dry_run,
-                      stored_versions=skip, pipeline_name=sync_pipeline_name(profile.name, DATASET_NAME,
-                                                                             selection.label))
+    synced = run_sync(profile, base_url=job.base_url, api_token=list(walks.identified),
+                      entities=[e.table for e in chosen], backfill=True, retry_policy=job.policy,
+                      collect_versions=True, dry_run=dry_run, stored_versions=skip,
+                      pipeline_name=sync_pipeline_name(profile.name, DATASET_NAME, job.selection.label))
     report = synced.report
     failures = {(f.connection, f.entity): str(f) for f in report.failures}
     by_table = {e.table: e for e in chosen}

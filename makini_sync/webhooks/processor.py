@@ -16,7 +16,6 @@ from typing import Callable, Optional
 
 from makini_sync.integrity.deltas import DELTAS_PIPELINE, load_deltas
 from makini_sync.destinations.profiles import DATASET_NAME, Profile, make_pipeline
-from makini_sync.integrity.locking import WriterLocks, holder_name
 from makini_sync.workers.naming import writer_pipeline_name
 from makini_sync.webhooks.events import ALERT_EVENTS, BadEvent, Lifecycle, parse_event
 from makini_sync.webhooks.inbox import Inbox, StoredEvent
@@ -46,11 +45,6 @@ class Processor:
         self.batch_size, self.max_attempts = batch_size, max_attempts
         self.on_lifecycle = on_lifecycle
         self.pipeline = make_pipeline(profile, writer_pipeline_name(DELTAS_PIPELINE, profile.name, DATASET_NAME))
-        self.locks = WriterLocks(profile, DATASET_NAME, holder_name(self.pipeline.pipeline_name), self.pipeline)
-
-    def close(self) -> None:
-        """Ends the lock session (a lock held by it goes with it)."""
-        self.locks.__exit__(None, None, None)
 
     def drain(self) -> ProcessStats:
         """Process until the inbox has no pending event that can be processed now."""
@@ -114,5 +108,6 @@ class Processor:
 
     def _apply(self, deltas: list, lifecycle: list[Lifecycle]) -> None:
         if deltas or lifecycle:
-            load_deltas(self.profile, deltas, events=[n.row() for n in lifecycle], pipeline=self.pipeline,
-                        locks=self.locks)
+            # the writer locks are taken per batch, on a session of its own: a database restart
+            # between batches costs nothing
+            load_deltas(self.profile, deltas, events=[n.row() for n in lifecycle], pipeline=self.pipeline)

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 import dlt
 
+from sources.makini.dlt_seam import editing_source_state
 from sources.makini.settings import CONNECTION_COLUMN, Entity
 
 from makini_sync.destinations.profiles import Profile
@@ -31,7 +32,7 @@ def refresh_own_rows(pipeline: dlt.Pipeline, profile: Profile, entities: Sequenc
     Returns rows deleted per table. The caller holds the load lock and the connections' locks."""
     if not connection_ids:
         return {}
-    forget_bookmarks(pipeline, [e.table for e in entities], connection_ids)
+    forget_bookmarks(pipeline, profile, [e.table for e in entities], connection_ids)
     tables = [name for e in entities for name in e.tables]
     deleted = delete_documents(profile, pipeline, entities, connection_ids) if profile.documents else \
         delete_rows(pipeline, tables, connection_ids)
@@ -40,15 +41,22 @@ def refresh_own_rows(pipeline: dlt.Pipeline, profile: Profile, entities: Sequenc
     return deleted
 
 
-def forget_bookmarks(pipeline: dlt.Pipeline, tables: Sequence[str], connection_ids: Sequence[str]) -> None:
+def forget_bookmarks(pipeline: dlt.Pipeline, profile: Profile, tables: Sequence[str],
+                     connection_ids: Sequence[str]) -> None:
     """An empty bookmark, not none: a walk from the start, and never one adopted
-    from another pipeline (``state_adoption.py``), whose rows this refresh deleted."""
-    with pipeline.managed_state() as state:  # saved (with a newer version) before this returns
-        resources = state.setdefault("sources", {}).setdefault("makini", {}).setdefault("resources", {})
+    from another pipeline (``state_adoption.py``), whose rows this refresh deleted.
+    Committed to the destination before any row goes, so a worker whose disk is
+    wiped after a kill restores the empty bookmarks, not the ones before them.
+    (MongoDB keeps no pipeline state: there an empty disk walks from the start anyway.)"""
+    commit = not profile.documents and pipeline.default_schema_name is not None
+    with editing_source_state(pipeline, extract=commit) as resources:  # saved, with a newer version
         for table in tables:
             bookmarks = resources.setdefault(table, {}).setdefault("bookmarks", {})
             for connection_id in connection_ids:
                 bookmarks[connection_id] = {}
+    if commit:
+        pipeline.normalize()
+        profile.load(pipeline)
 
 
 def delete_rows(pipeline: dlt.Pipeline, tables: Sequence[str], connection_ids: Sequence[str]) -> dict[str, int]:

@@ -68,7 +68,7 @@ class WorkerSelection:
     def label(self) -> str:
         """The part of the pipeline name that says which connections are this worker's."""
         if self.name:
-            return self.name
+            return f"{self.name}_{self.shard.label}" if self.shard else self.name
         return self.shard.label if self.shard else "all"
 
     def pick(self, tokens: Sequence[str]) -> list[str]:

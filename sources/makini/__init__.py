@@ -108,6 +108,9 @@ def entity_resource(
         bookmarks = dlt.current.resource_state().setdefault("bookmarks", {})
         walker.learn_kinds(dlt.current.source_schema().tables, stored_kinds)
         for connection in connections:
+            if connection.breaker.open:
+                report.skip(connection.name, entity.table, connection.breaker)
+                continue
             try:
                 connection_id = connection.identify()
                 if only is not None and (connection_id, entity.table) not in only:
@@ -122,7 +125,9 @@ def entity_resource(
                 state = bookmarks.setdefault(connection_id, {})
                 yield from walker.run(connection_id, connection, state, served)
             except Exception as exc:  # noqa: BLE001 - every failure is reported, the others go on
-                report.fail(located(exc, connection.name, entity.table))
+                error = located(exc, connection.name, entity.table)
+                connection.breaker.record(error)
+                report.fail(error)
 
     return dlt.resource(
         read_entity,

@@ -11,6 +11,7 @@ import orjson
 from datetime import timedelta
 
 from .client import MakiniClient, RetryPolicy, located
+from .breaker import Breaker
 from .completeness import CompletenessBound, read_bound
 from .errors import ConfigurationError, MakiniError
 
@@ -53,6 +54,7 @@ class Connection:
     system: Optional[str] = None
     error: Optional[MakiniError] = field(default=None, repr=False)
     bound: Optional[CompletenessBound] = field(default=None, repr=False)
+    breaker: Breaker = field(default_factory=Breaker, repr=False)  # shared by copies: one per run
 
     @property
     def name(self) -> str:

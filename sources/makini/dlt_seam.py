@@ -22,6 +22,15 @@ Why each is needed, and what public API would replace it if dlt offered one:
 - ``source_resources_state``: the committed bookmarks of the ``makini``
   source, read outside a running resource (dlt's state layout
   ``sources.<name>.resources``, shown by ``dlt pipeline info``).
+- ``editing_source_state``: a worker's full refresh forgets its bookmarks
+  and, before it deletes a row, commits that to the destination as a package
+  holding only the state (``makini_sync/workers/full_refresh.py``);
+  ``Pipeline.managed_state`` (not underscored, undocumented) does both. dlt's
+  public ways to change state run inside a resource.
+- ``stored_source_state``: the ``makini`` source's state another pipeline
+  committed to the same destination (``makini_sync/workers/state_adoption.py``),
+  read as dlt's own restore reads it (``get_stored_state`` of clients that
+  keep state, then ``decompress_state``).
 - ``keep_body``: requests reads a streamed body in 10 KiB chunks; the client
   reads it in 1 MiB chunks and hands it to requests as the response's content
   (``client.reading_whole_body``). requests has no public setter.
@@ -34,7 +43,9 @@ missing rather than deep inside a load (tests/test_dlt_seam.py).
 
 from __future__ import annotations
 
-from typing import Any, Optional
+import contextlib
+import datetime
+from typing import Any, Iterator, Optional
 
 import dlt
 import requests
@@ -43,6 +54,7 @@ from dlt.common.runtime.collector import NULL_COLLECTOR
 from dlt.load import Load
 from dlt.load.configuration import LoaderConfiguration
 from dlt.load.exceptions import LoadPackageAborted
+from dlt.pipeline import state_sync
 from dlt.pipeline.exceptions import PipelineStepFailed
 
 CHECKED_AGAINST = {"dlt": "1.31.0", "requests": "2.32"}
@@ -63,6 +75,8 @@ def _required() -> list[tuple[str, Any, str]]:
         ("dlt.load.Load", Load, "current_load_id"),
         ("dlt.common.runners.pool_runner", pool_runner, "run_pool"),
         ("dlt.destinations.impl.duckdb.configuration.DuckDbCredentials", DuckDbCredentials, "conn_pool"),
+        ("dlt.Pipeline", dlt.Pipeline, "managed_state"),
+        ("dlt.pipeline.state_sync", state_sync, "decompress_state"),
         ("requests.Response", requests.Response(), "_content"),
     ]
 
@@ -144,6 +158,29 @@ def own_duckdb_connection(credentials: Any) -> Any:
 def source_resources_state(pipeline: dlt.Pipeline, source: str = "makini") -> dict:
     """Committed state of the source's resources (resource name -> its state)."""
     return pipeline.state.get("sources", {}).get(source, {}).get("resources", {})
+
+
+@contextlib.contextmanager
+def editing_source_state(pipeline: dlt.Pipeline, extract: bool, source: str = "makini") -> Iterator[dict]:
+    """The source's resources state, to change; saved on exit, and with ``extract``
+    put in a new load package of its own (load it to commit the change)."""
+    with pipeline.managed_state(extract_state=extract) as state:
+        yield state.setdefault("sources", {}).setdefault(source, {}).setdefault("resources", {})
+
+
+def stored_source_state(job_client: Any, pipeline_name: str,
+                        source: str = "makini") -> Optional[tuple[dict, datetime.datetime]]:
+    """The source's resources state ``pipeline_name`` last committed at this destination,
+    and when; None where the destination keeps no state or holds none for it."""
+    from dlt.common.destination.client import WithStateSync
+
+    if not isinstance(job_client, WithStateSync):
+        return None
+    stored = job_client.get_stored_state(pipeline_name)
+    if not stored:
+        return None
+    state = state_sync.decompress_state(stored.state)
+    return state.get("sources", {}).get(source, {}).get("resources", {}), stored.created_at
 
 
 def keep_body(response: requests.Response, content: bytes) -> None:

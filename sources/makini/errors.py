@@ -21,6 +21,7 @@ never from request headers, so a token cannot leak through them.
 
 from __future__ import annotations
 
+import copy
 from typing import Optional
 
 
@@ -57,10 +58,12 @@ class MakiniError(Exception):
         return f"{head}{self.detail} ({where}{rid}). {self.hint}"
 
     def located(self, connection: str, entity: str) -> "MakiniError":
-        """The same error, naming the connection and entity it happened on."""
-        self.connection, self.entity = connection, entity
-        self.args = (self._render(),)
-        return self
+        """The same error, naming the connection and entity it happened on (a copy: one
+        error met by several entities, a connection's failed lookup say, names each)."""
+        twin = copy.copy(self)
+        twin.connection, twin.entity = connection, entity
+        twin.args = (twin._render(),)
+        return twin
 
 
 class FatalError(MakiniError):

@@ -12,6 +12,8 @@ from .errors import MakiniError
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from .breaker import Breaker
+
 logger = logging.getLogger(__name__)
 
 
@@ -25,6 +27,7 @@ class SyncReport:
     paths: Counter = field(default_factory=Counter)  # pages by conversion path (client.Page.path, or "rows")
     schema_changes: list = field(default_factory=list)  # column_kinds.SchemaChange, in the order seen
     set_aside: list = field(default_factory=list)  # pending_packages.SetAside: packages that failed twice
+    skipped: dict = field(default_factory=dict)  # connection -> its tripped breaker.Breaker
     # reconcile's evidence (EntityWalk.collect_versions): (connection, table) -> Arrow tables of
     # (id, updated_at) seen, and the walks that went from the first page to the last in this run
     versions: dict = field(default_factory=dict)
@@ -56,6 +59,14 @@ class SyncReport:
         logger.error("%s", error)
         self.failures.append(error)
 
+    def skip(self, connection: str, table: str, breaker: "Breaker") -> None:
+        """A walk not begun: the connection's breaker tripped earlier in the run."""
+        if not breaker.skipped:
+            logger.error("skipping the rest of connection %s: %s", connection, breaker.cause)
+        if table not in breaker.skipped:
+            breaker.skipped.append(table)
+        self.skipped[connection] = breaker
+
     @property
     def failed_connections(self) -> list[str]:
-        return sorted({f.connection for f in self.failures})
+        return sorted({f.connection for f in self.failures} | set(self.skipped))
