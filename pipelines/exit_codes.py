@@ -13,6 +13,8 @@ from dlt.common.configuration.exceptions import ConfigFieldMissingException
 from dlt.pipeline.exceptions import PipelineStepFailed
 
 from makini_sync.run.load_errors import failure_cause
+from makini_sync.integrity.lock_backends import WriterLockLost
+from makini_sync.integrity.locking import DestinationUnreachable
 from makini_sync.run.run_database import DatabaseUnavailable
 from sources.makini.errors import ConfigurationError
 
@@ -24,7 +26,7 @@ def failure_exit_code(command: str, exc: BaseException) -> Optional[int]:
         message, code = f"configuration error: {exc}", 2
     elif isinstance(exc, ConfigFieldMissingException):
         message, code = f"missing configuration: {exc}", 2
-    elif isinstance(exc, DatabaseUnavailable):
+    elif isinstance(exc, (DatabaseUnavailable, DestinationUnreachable, WriterLockLost)):
         message, code = str(exc), 1
     elif isinstance(exc, PipelineStepFailed):
         message, code = f"the {exc.step} step failed: {failure_cause(exc)}", 1

@@ -104,3 +104,20 @@ def test_a_duckdb_file_held_by_another_process_is_one_clear_line(fresh_sandbox, 
     assert run.returncode == 1
     assert "cannot open the DuckDB file" in run.stderr and "another process" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_an_unreachable_destination_names_the_profile_and_the_host_and_no_secret(fresh_sandbox, tmp_path):
+    import pytest
+
+    for profile, url in (("postgres", "postgresql://loader:pw-s3cret@127.0.0.1:1/analytics"),
+                         ("mysql", "mysql+pymysql://loader:pw-s3cret@127.0.0.1:1/analytics")):
+        env_key = f"DESTINATION__{profile.upper()}__CREDENTIALS"
+        os.environ[env_key] = url
+        try:
+            run = run_cli(tmp_path, fresh_sandbox.base_url, fresh_sandbox.tokens[0], "--destination", profile)
+        finally:
+            del os.environ[env_key]
+        assert run.returncode == 1, run.stderr
+        (line,) = [line for line in run.stderr.splitlines() if "cannot reach" in line] or [pytest.fail(run.stderr)]
+        assert f"destination {profile!r}" in line and "127.0.0.1:1/analytics" in line, line
+        assert "pw-s3cret" not in run.stderr + run.stdout and "Traceback" not in run.stderr

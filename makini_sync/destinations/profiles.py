@@ -93,6 +93,20 @@ class Profile:
         credentials = destination.configuration(destination.spec(), accept_partial=True).credentials
         return own_duckdb_connection(credentials)
 
+    def location(self) -> str:
+        """Where this profile's destination is, for an error line: host, port and
+        database as configured, never user or password."""
+        try:
+            destination = self.build()
+            credentials = destination.configuration(destination.spec(), accept_partial=True).credentials
+        except Exception:  # noqa: BLE001 - unresolvable credentials: say what we can
+            return "(credentials not resolved)"
+        parts = [str(getattr(credentials, key, None) or "") for key in ("host", "port", "database")]
+        host, port, database = parts
+        if not host:
+            return database or "(no host configured)"
+        return f"{host}{':' + port if port else ''}{'/' + database if database else ''}"
+
     def _database_configured(self) -> bool:
         configured: Any = dlt.secrets.get(f"destination.{self.name}.credentials")
         return isinstance(configured, str) or (isinstance(configured, dict) and "database" in configured)

@@ -48,6 +48,15 @@ logger = logging.getLogger(__name__)
 LOAD_KEY = "load"
 LEASE_ENV = "MAKINI_LOCK_LEASE_SECONDS"
 
+class DestinationUnreachable(RuntimeError):
+    """The destination did not answer the first connection of the run."""
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else ""
+
+
 @dataclass
 class _Held:
     backend: LockBackend  # the one that took it, and gives it back
@@ -108,7 +117,15 @@ class WriterLocks:
                 self._lock_dir = tempfile.TemporaryDirectory(prefix="makini-locks-")
                 pipeline = make_pipeline(self.profile, "makini_locks", self.dataset,
                                          pipelines_dir=self._lock_dir.name)
-            self._backend = open_backend(self.profile, self.dataset, self.holder, pipeline)
+            try:
+                self._backend = open_backend(self.profile, self.dataset, self.holder, pipeline)
+            except ConfigurationError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the first contact with the destination: say which and where
+                raise DestinationUnreachable(
+                    f"cannot reach destination {self.profile.name!r} ({self.profile.destination}) at "
+                    f"{self.profile.location()}: {type(exc).__name__}: {_first_line(exc)}; check that it runs and "
+                    f"DESTINATION__{self.profile.name.upper()}__CREDENTIALS") from None
         return self._backend
 
     @contextlib.contextmanager
