@@ -154,8 +154,13 @@ class ColumnKinds:
         target = self.kind(table, column)
         if target is None:
             target = _first_kind(parts, declared)
+            if target is None and declared in KIND_TYPES:
+                # no value yet, but the column is declared (deleted_at, null while a record lives):
+                # it exists from the first page, so its first value later is no schema change
+                self.learn(table, column, declared, origin, None)
+                return [(column, pa.nulls(len(parts[0]), KIND_TYPES[declared]))]
             if target is None:  # no value yet: its kind comes with the first one
-                return [(column, pa.nulls(len(parts[0]), KIND_TYPES.get(declared or "", pa.null())))]
+                return [(column, pa.nulls(len(parts[0]), pa.null()))]
             self.learn(table, column, target, origin, "new column" if known_table else None)
         main: Optional[pa.Array] = None
         rests: dict[str, pa.Array] = {}
@@ -310,4 +315,6 @@ SCHEMA_CHANGE_HINTS = dlt.mark.make_hints(
 def schema_change_rows(changes: list) -> Any:
     """The changes as rows of ``_makini_schema_changes`` (one per connection, table, column)."""
     rows = pa.Table.from_pylist([c.row() for c in changes])
+    # the key columns are never null: say so in Arrow too, as the hints do (else dlt warns they differ)
+    rows = rows.cast(pa.schema([f.with_nullable(f.name not in SCHEMA_CHANGE_KEY) for f in rows.schema]))
     return dlt.mark.with_hints(rows, SCHEMA_CHANGE_HINTS, create_table_variant=True)
