@@ -7,6 +7,7 @@ import ctypes
 import logging
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -28,6 +29,7 @@ from makini_sync.run.package_loop import PackageLoop
 from makini_sync.destinations.profiles import DATASET_NAME, Profile, make_pipeline
 from makini_sync.run.pending_packages import finish_pending_loads
 from makini_sync.run.run_database import RunDatabase
+from makini_sync.observe.sync_runs import record_sync_run, run_rows
 from makini_sync.run.worker_connections import identified_connections
 from makini_sync.workers.naming import sync_pipeline_name, sync_pipeline_prefix
 from makini_sync.workers.selection import WorkerSelection
@@ -107,7 +109,7 @@ def run_sync(
     ``pipeline``: a dlt pipeline of the caller's to run in (``own_pipeline.py``);
     by default the profile's own.
     """
-    started = time.monotonic()
+    started, started_at, own_pipeline = time.monotonic(), datetime.now(timezone.utc), pipeline
     dlt_seam.require()  # an incompatible dlt fails here, naming what it lacks
     release_memory_eagerly()
     registry = load_registry()  # bad entity config fails here, before any request
@@ -164,6 +166,9 @@ def run_sync(
         report.log_schema_changes()
     after = count_rows(pipeline, loop.tables) if profile.documents else loop.after
 
+    if own_pipeline is None and not (collect_versions or dry_run):  # reconcile records its own runs
+        record_sync_run(profile, run_rows(report, pipeline, connections.ids, [e.table for e in chosen],
+                                          started_at, datetime.now(timezone.utc), selection.label))
     result = SyncResult(profile.name, report, seconds=time.monotonic() - started, pipeline_name=name,
                         connections=len(connections.tokens), lock_wait_seconds=locks.waited, adopted=len(adopted))
     unchanged: dict[str, int] = {}

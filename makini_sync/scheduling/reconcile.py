@@ -45,6 +45,7 @@ from makini_sync.integrity.locking import WriterLocks, holder_name, pipeline_run
 from makini_sync.destinations.profiles import DATASET_NAME, Profile, make_pipeline
 from makini_sync.workers.naming import sync_pipeline_name, writer_pipeline_name
 from makini_sync.workers.selection import WorkerSelection
+from makini_sync.observe.run_records import append_records
 from makini_sync.run.sync import run_sync
 
 logger = logging.getLogger(__name__)
@@ -320,14 +321,7 @@ def record_run(profile: Profile, run: ReconcileRun) -> None:
         row["table_name"] = row.pop("table")
         rows.append({"run_id": run.run_id, "started_at": run.started_at, "finished_at": run.finished_at,
                      "dry_run": run.dry_run, **row})
-    if not rows:
-        return
-    pipeline = make_pipeline(profile, writer_pipeline_name(RUNS_PIPELINE, profile.name, DATASET_NAME))
-    with WriterLocks(profile, DATASET_NAME, holder_name(pipeline.pipeline_name), pipeline) as locks, locks.loading():
-        pipeline.extract(dlt.resource(rows, name=RUNS_TABLE, write_disposition="append"),
-                         loader_file_format=profile.loader_file_format)
-        pipeline.normalize()
-        profile.load(pipeline)
+    append_records(profile, RUNS_TABLE, rows, RUNS_PIPELINE)
 
 
 def render_run(run: ReconcileRun) -> str:
