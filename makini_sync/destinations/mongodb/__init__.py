@@ -48,7 +48,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 BATCH_SIZE = 1000
-RECORD_TABLES = frozenset({"_makini_reconcile_runs"})  # reconcile.RUNS_TABLE: appended as they are
+# reconcile.RUNS_TABLE and observe/sync_runs.SYNC_RUNS_TABLE: appended as they are
+RECORD_TABLES = frozenset({"_makini_reconcile_runs", "_makini_sync_runs"})
 
 
 # typed-jsonl: dlt hands the records over as Python values with dicts and lists
