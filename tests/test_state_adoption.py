@@ -67,10 +67,10 @@ def _full_refresh_killed_after_its_deletes(db, sandbox, monkeypatch):
     def killed(self, only):
         raise KeyboardInterrupt("killed after the refresh deleted its rows")
 
-    monkeypatch.setattr(PackageLoop, "_extract", killed)
-    with pytest.raises(KeyboardInterrupt):
-        sync(db, sandbox, full_refresh=True)
-    monkeypatch.undo()
+    with monkeypatch.context() as patched:  # undoes this patch alone, not the fixtures' data dir
+        patched.setattr(PackageLoop, "_extract", killed)
+        with pytest.raises(KeyboardInterrupt):
+            sync(db, sandbox, full_refresh=True)
 
 
 def test_a_killed_full_refresh_then_a_wiped_disk_still_reloads_everything(fresh_sandbox, tmp_path, monkeypatch):
