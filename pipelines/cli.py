@@ -1,7 +1,8 @@
 """``makini-sync``: one command, a subcommand per entry point.
 
     makini-sync sync --destination duckdb
-    makini-sync webhooks receive --port 8080
+    makini-sync webhooks serve --port 8080
+    makini-sync webhooks process --destination postgres
     makini-sync reconcile --destination postgres --dry-run
     makini-sync sandbox --port 8765
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -25,12 +27,33 @@ def test_lists_its_commands_and_refuses_an_unknown_one():
     assert "unknown command 'sink'" in unknown.stderr and "sync, webhooks, reconcile, sandbox" in unknown.stderr
 
 
+def words(text: str) -> set[str]:
+    """The whole words and options of a help text (``--dry-run``, ``serve``, ``{serve,process}`` -> each)."""
+    return set(re.findall(r"(?<![\w-])(?:--)?[A-Za-z][\w-]*", text))
+
+
 def test_each_command_takes_its_entry_points_arguments():
-    for name, option in (("sync", "--destination"), ("reconcile", "--dry-run"), ("webhooks", "receive"),
-                         ("sandbox", "--port")):
+    for name, options in (("sync", {"--destination"}), ("reconcile", {"--dry-run"}),
+                          ("webhooks", {"serve", "process", "dlq", "reconcile"}), ("sandbox", {"--port"})):
         shown = run(name, "--help")
         assert shown.returncode == 0, shown.stderr
-        assert option in shown.stdout, (name, shown.stdout[:500])
+        assert options <= words(shown.stdout), (name, options - words(shown.stdout), shown.stdout[:500])
+
+
+def test_the_documented_examples_are_real_commands():
+    """Every example in the command's doc string parses: each word before the first option
+    is a real (sub)command, and each option is one that (sub)command lists in its --help."""
+    from pipelines import cli
+
+    examples = [line.split() for line in (cli.__doc__ or "").splitlines() if line.strip().startswith("makini-sync ")]
+    assert len(examples) >= len(cli.COMMANDS), cli.__doc__
+    assert {e[1] for e in examples} == set(cli.COMMANDS)
+    for example in examples:
+        command = [w for w in itertools.takewhile(lambda w: not w.startswith("-"), example[1:])]
+        options = {w.split("=")[0] for w in example[1:] if w.startswith("--")}
+        shown = run(*command, "--help")
+        assert shown.returncode == 0, (" ".join(example), shown.stderr[-500:])
+        assert options <= words(shown.stdout), (" ".join(example), options - words(shown.stdout))
 
 
 def test_sync_runs_on_the_sandbox(tmp_path):

@@ -1,6 +1,7 @@
 """kill -9 the sync at random points (extraction, normalisation, load); every rerun ends
 exact and refetches at most one page per entity (counted by the sandbox)."""
 
+import math
 import os
 import random
 import signal
@@ -41,6 +42,10 @@ def list_requests(sandbox) -> dict:
     return {(c, e.slug): served.get(c, {}).get(e.slug, 0) for c in served for e in ENTITIES.values()}
 
 
+def served_total(sandbox) -> int:
+    return sum(sum(counts.values()) for counts in sandbox.control.requests_served()["by_connection"].values())
+
+
 @pytest.mark.timeout(120 + 12 * KILL_POINTS)
 def test_killed_sync_reruns_exact_and_refetches_at_most_one_page_per_entity(tmp_path):
     rng = random.Random(20261128)
@@ -51,17 +56,31 @@ def test_killed_sync_reruns_exact_and_refetches_at_most_one_page_per_entity(tmp_
         sandbox.control.requests_served(reset=True)
         started = time.monotonic()
         clean = sync_process(sandbox, clean_dir)
-        assert clean.wait(timeout=300) == 0, clean.stderr.read().decode()[-2000:]
+        first_request = None  # the interpreter's start-up comes before it: a kill there tests nothing
+        while clean.poll() is None and time.monotonic() - started < 300:
+            if first_request is None and served_total(sandbox):
+                first_request = time.monotonic() - started
+            time.sleep(0.02)
+        assert clean.wait(timeout=1) == 0, clean.stderr.read().decode()[-2000:]
         duration = time.monotonic() - started
+        assert first_request is not None, "the clean run made no request"
         pages = list_requests(sandbox)
-        refetched_per_rerun, over_bound = [], []
+        refetched_per_rerun, over_bound, hits, kill_times = [], [], 0, []
         for point in range(KILL_POINTS):
             workdir = tmp_path / f"kill{point}"
             workdir.mkdir()
             run = sync_process(sandbox, workdir)
-            time.sleep(rng.uniform(0.3, duration))
-            run.send_signal(signal.SIGKILL)
+            # from the first request to 90% of the clean run: through extraction, normalisation
+            # and loads, with room for a rerun that is faster than the clean one
+            kill_at = rng.uniform(first_request, 0.9 * duration)
+            time.sleep(kill_at)
+            running = run.poll() is None  # checked right before the signal
+            if running:
+                run.send_signal(signal.SIGKILL)
             run.wait()
+            killed_mid_sync = running and run.returncode == -signal.SIGKILL and served_total(sandbox) > 0
+            hits += killed_mid_sync
+            kill_times.append((round(kill_at, 2), killed_mid_sync))
             before = list_requests(sandbox)
             rerun = sync_process(sandbox, workdir)
             assert rerun.wait(timeout=300) == 0, rerun.stderr.read().decode()[-3000:]
@@ -72,8 +91,12 @@ def test_killed_sync_reruns_exact_and_refetches_at_most_one_page_per_entity(tmp_
                 over_bound.append((point, over))
             refetched_per_rerun.append(sum(refetched.values()))
             assert_exact(workdir / "w.duckdb", sandbox)  # always: a killed sync never loses or corrupts data
-        print(f"\nkill points: {KILL_POINTS}; pages refetched per rerun (all walks): "
-              f"max {max(refetched_per_rerun)}, mean {sum(refetched_per_rerun) / len(refetched_per_rerun):.2f}; "
-              f"clean run {duration:.1f}s; reruns over the one-page bound: {len(over_bound)}")
+        print(f"\nkill points: {KILL_POINTS}, {hits} killed a running sync (kill time, hit): {kill_times}; "
+              f"pages refetched per rerun (all walks): max {max(refetched_per_rerun)}, "
+              f"mean {sum(refetched_per_rerun) / len(refetched_per_rerun):.2f}; clean run {duration:.1f}s "
+              f"(first request at {first_request:.1f}s); reruns over the one-page bound: {len(over_bound)}")
+        # a kill that lands after the run ended (or before it asked for anything) proves nothing
+        assert hits >= math.ceil(2 * KILL_POINTS / 3), \
+            f"only {hits} of {KILL_POINTS} kills hit a running sync: {kill_times} (clean run {duration:.1f}s)"
         # (point, {(connection, entity): pages refetched}) for every rerun over the bound
         assert not over_bound, f"{len(over_bound)} of {KILL_POINTS} reruns refetched more than one page of a walk: {over_bound[:3]}"

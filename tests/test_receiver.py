@@ -83,14 +83,58 @@ def test_bodies_over_one_mib_get_413_and_store_nothing(server):
     assert "evt_big" not in stored(tmp)
 
 
-def test_metrics_count_rejections_by_reason(server):
-    tmp, url = server
-    text = httpx.get(url + "/metrics").text
-    assert 'makini_webhooks_rejected_total{reason="signature"}' in text
-    values = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines() if line and not line.startswith("#")}
-    assert values["makini_webhooks_received_total"] >= 1
-    assert values['makini_webhooks_rejected_total{reason="timestamp"}'] >= 0
-    assert "makini_webhooks_queued" in values and "makini_webhooks_lag_seconds" in values
+def metric_values(url) -> dict[str, float]:
+    text = httpx.get(url + "/metrics", timeout=10).text
+    return {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines() if line and not line.startswith("#")}
+
+
+def test_metrics_count_exactly_what_was_received(tmp_path):
+    """A receiver of its own: every counter and gauge equals what this test sent."""
+    def record_event(webhook_id):
+        return event(webhook_id, "record.updated", "conn_m", record={"id": webhook_id, "updated_at": "2026-03-01T00:00:00.000Z"})
+
+    with receiver(tmp_path, SECRETS) as url:
+        assert metric_values(url)["makini_webhooks_received_total"] == 0
+        t0 = time.time()
+        for webhook_id in ("evt_m1", "evt_m2"):
+            body = record_event(webhook_id)
+            assert post(url, body, signed_headers(SECRETS, webhook_id, body)).json() == {"status": "stored"}
+            if webhook_id == "evt_m1":
+                first_acked = time.time()
+        body = record_event("evt_m1")
+        assert post(url, body, signed_headers(SECRETS, "evt_m1", body)).json() == {"status": "duplicate"}
+        body = record_event("evt_m3")
+        rejected = [
+            post(url, body, {"content-type": "application/json"}),                               # unsigned
+            post(url, body, signed_headers([new_secret()], "evt_m3", body)),                     # wrong secret
+            post(url, body, signed_headers(SECRETS, "evt_m3", body, when=time.time() - 301)),    # old timestamp
+            post(url, body, {**signed_headers(SECRETS, "evt_m3", body), "webhook-timestamp": "yesterday"}),
+            post(url, b"[1]", signed_headers(SECRETS, "evt_m4", b"[1]")),                         # not an event
+            post(url, b"x" * (1024 * 1024 + 1), signed_headers(SECRETS, "evt_m5", b"x" * (1024 * 1024 + 1))),
+        ]
+        assert [r.status_code for r in rejected] == [401, 401, 401, 401, 400, 413]
+        asked = time.time()
+        values = metric_values(url)
+        t1 = time.time()
+    lag = values.pop("makini_webhooks_lag_seconds")
+    assert values == {
+        "makini_webhooks_received_total": 9,
+        'makini_webhooks_rejected_total{reason="signature"}': 2,
+        'makini_webhooks_rejected_total{reason="timestamp"}': 2,
+        'makini_webhooks_rejected_total{reason="malformed"}': 1,
+        'makini_webhooks_rejected_total{reason="too_large"}': 1,
+        'makini_webhooks_rejected_total{reason="store"}': 0,
+        "makini_webhooks_stored_total": 2,
+        "makini_webhooks_duplicates_total": 1,
+        "makini_webhooks_queued": 2,
+        "makini_webhooks_processed": 0,
+        "makini_webhooks_failed": 0,
+        "makini_webhooks_dead_lettered": 0,
+    }
+    # the oldest queued event (evt_m1) was stored between t0 and its answer; the gauge was read
+    # between `asked` and t1 (printed to the millisecond)
+    assert asked - first_acked - 0.001 <= lag <= t1 - t0 + 0.001
+    assert stored(tmp_path) == ["evt_m1", "evt_m2"]
 
 
 def test_inbox_append_tells_new_from_duplicate_within_and_across_batches(tmp_path):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import threading
 import time
@@ -46,13 +47,15 @@ class Hit:
 
 class Receiver:
     """Records requests; answers `fail_status` to the first `fail_first` of them and
-    stalls the first `slow_first` for `slow_seconds` before answering."""
+    stalls the first `slow_first` for `slow_seconds` before answering (or, with `hold`
+    set to an Event, until the test sets it)."""
 
     def __init__(self) -> None:
         self.hits: list[Hit] = []
         self.lock = threading.Lock()
         self.fail_first, self.fail_status = 0, 500
         self.slow_first, self.slow_seconds = 0, 0.0
+        self.hold: threading.Event | None = None
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -66,7 +69,10 @@ class Receiver:
                     receiver.hits.append(Hit(time.monotonic(), {k.lower(): v for k, v in self.headers.items()},
                                              body, status))
                     delay = receiver.slow_seconds if n < receiver.slow_first else 0.0
-                if delay:
+                    hold = receiver.hold if n < receiver.slow_first else None
+                if hold is not None:
+                    hold.wait(60)
+                elif delay:
                     time.sleep(delay)
                 try:
                     self.send_response(status)
@@ -226,7 +232,15 @@ def test_successive_mutations_arrive_in_order_with_each_stored_version(sb, hooks
 
 # -- retries, timeouts, give-up -------------------------------------------------------
 
-def test_failures_are_retried_with_doubling_backoff_and_the_same_webhook_id(sb, hooks, receiver):
+def scheduled_retries(caplog) -> list[tuple[int, float]]:
+    """(attempt, seconds until the retry) as the sandbox scheduled them (its DEBUG log record
+    "webhook %s attempt %d failed (%s); retry in %.3f s", read from the record's arguments)."""
+    return [(r.args[1], r.args[3]) for r in caplog.records
+            if r.name == "makini_sandbox.webhooks" and r.msg.startswith("webhook %s attempt %d failed")]
+
+
+def test_failures_are_retried_with_doubling_backoff_and_the_same_webhook_id(sb, hooks, receiver, caplog):
+    caplog.set_level(logging.DEBUG, logger="makini_sandbox.webhooks")
     receiver.fail_first, receiver.fail_status = 4, 500
     hooks(time_scale=0.001)  # first retry after 30 ms, then 60, 120, 240
     sb.control.emit_event(conn_id(sb), "sync.completed", {"status": "completed"})
@@ -234,20 +248,27 @@ def test_failures_are_retried_with_doubling_backoff_and_the_same_webhook_id(sb, 
     assert [h.status for h in receiver.hits] == [500] * 4 + [200]
     assert len({h.headers["webhook-id"] for h in receiver.hits}) == 1
     assert all(Webhook(SECRETS[1]).verify(h.body, h.headers) for h in receiver.hits)  # re-signed, still valid
-    gaps = [b.at - a.at for a, b in zip(receiver.hits, receiver.hits[1:])]
-    for gap, expected in zip(gaps, (0.03, 0.06, 0.12, 0.24)):
-        assert expected * 0.95 <= gap <= expected + 0.15, gaps
+    # the schedule, as the sandbox computed it: 30 s doubling, scaled
+    assert scheduled_retries(caplog) == [(1, 30 * 0.001), (2, 60 * 0.001), (3, 120 * 0.001), (4, 240 * 0.001)]
+    # and no retry came early: a retry is due its delay after the failed answer, which came
+    # after the failed request arrived (a lower bound only: how late it comes depends on the load)
+    gaps = [b.at - a.at for a, b in zip(receiver.hits, receiver.hits[1:], strict=False)]
+    assert all(gap >= delay for gap, (_, delay) in zip(gaps, scheduled_retries(caplog), strict=True)), gaps
     assert {k: stats[k] for k in ("events", "deliveries", "failed_attempts", "delivered", "given_up", "pending")} \
         == {"events": 1, "deliveries": 5, "failed_attempts": 4, "delivered": 1, "given_up": 0, "pending": 0}
 
 
-def test_a_receiver_slower_than_the_timeout_counts_as_a_failure(sb, hooks, receiver):
+def test_a_receiver_slower_than_the_timeout_counts_as_a_failure(sb, hooks, receiver, caplog):
+    caplog.set_level(logging.DEBUG, logger="makini_sandbox.webhooks")
     receiver.slow_first, receiver.slow_seconds = 1, 0.5
     hooks(time_scale=0.01, timeout=None)  # timeout 10 s x 0.01 = 100 ms; retry after 300 ms
     sb.control.emit_event(conn_id(sb), "sync.completed", {"status": "completed"})
     stats = sb.control.flush_webhooks(10)
     assert len(receiver.hits) == 2 and receiver.hits[0].headers["webhook-id"] == receiver.hits[1].headers["webhook-id"]
-    assert receiver.hits[1].at - receiver.hits[0].at >= 0.1 + 0.3 * 0.95
+    assert scheduled_retries(caplog) == [(1, 30 * 0.01)]
+    timed_out = [r for r in caplog.records if r.name == "makini_sandbox.webhooks" and r.msg.startswith("webhook %s attempt")]
+    assert "ReadTimeout" in timed_out[0].args[2] or "deadline" in timed_out[0].args[2], timed_out[0].args
+    assert receiver.hits[1].at - receiver.hits[0].at >= 0.3  # never before the scheduled retry
     assert (stats["failed_attempts"], stats["delivered"], stats["pending"]) == (1, 1, 0)
 
 
@@ -357,15 +378,26 @@ def test_status_changes_and_emitted_events_become_lifecycle_webhooks(sb, hooks, 
 # -- control surface ------------------------------------------------------------------
 
 def test_delivery_never_slows_the_api(sb, hooks, receiver):
-    receiver.slow_first, receiver.slow_seconds = 10**6, 1.0
-    hooks(time_scale=1.0, timeout=None)
-    t = time.perf_counter()
-    out = sb.control.mutate(conn_id(sb), "purchase-orders", update=0.3)
-    listed(sb, "purchase-orders", "2000-01-01T00:00:00Z")
-    assert time.perf_counter() - t < 1.0
-    stats = sb.control.webhook_stats()
-    assert stats["events"] == len(out["updated"]) and stats["pending"] == len(out["updated"])
-    assert stats["delivered"] == 0
+    """The API answers while a delivery is stuck in the receiver: no wall-clock bound, the
+    receiver holds its first request until the API calls are done (if the API waited for
+    deliveries, mutate or the list would hang until the 60 s attempt timeout and the
+    attempt would count as failed)."""
+    receiver.hold, receiver.slow_first = threading.Event(), 1
+    hooks(time_scale=1.0, timeout=60.0)
+    try:
+        out = sb.control.mutate(conn_id(sb), "purchase-orders", update=0.3)
+        deadline = time.monotonic() + 30
+        while not receiver.hits and time.monotonic() < deadline:  # the first delivery is in flight
+            time.sleep(0.01)
+        assert len(receiver.hits) == 1
+        records = listed(sb, "purchase-orders", "2000-01-01T00:00:00Z")  # answered meanwhile
+        assert set(out["updated"]) <= set(records)
+        stats = sb.control.webhook_stats()
+        assert stats["events"] == len(out["updated"]) and stats["pending"] == len(out["updated"])
+        assert (stats["delivered"], stats["failed_attempts"], stats["in_flight"]) == (0, 0, 1)
+        assert len(receiver.hits) == 1 and not receiver.hold.is_set()  # still held
+    finally:
+        receiver.hold.set()
 
 
 def test_switched_off_means_no_events(sb, hooks, receiver):
