@@ -248,7 +248,7 @@ def test_failures_are_retried_with_doubling_backoff_and_the_same_webhook_id(sb, 
     assert [h.status for h in receiver.hits] == [500] * 4 + [200]
     assert len({h.headers["webhook-id"] for h in receiver.hits}) == 1
     assert all(Webhook(SECRETS[1]).verify(h.body, h.headers) for h in receiver.hits)  # re-signed, still valid
-    # the schedule, as the sandbox computed it: 30 s doubling, scaled
+    # the schedule as the sandbox computed it (its backoff, scaled), not as the wall clock saw it
     assert scheduled_retries(caplog) == [(1, 30 * 0.001), (2, 60 * 0.001), (3, 120 * 0.001), (4, 240 * 0.001)]
     # and no retry came early: a retry is due its delay after the failed answer, which came
     # after the failed request arrived (a lower bound only: how late it comes depends on the load)

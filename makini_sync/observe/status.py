@@ -21,6 +21,7 @@ from sources.makini.errors import ConfigurationError
 
 from makini_sync.destinations.profiles import DATASET_NAME, Profile, make_pipeline
 from makini_sync.observe.sync_runs import SYNC_RUNS_TABLE
+from makini_sync.run.destination_session import is_missing_table
 from makini_sync.workers.naming import sync_pipeline_prefix
 
 COLUMNS = ("connection_id", "table_name", "status", "records", "makini_synced_at", "finished_at", "error")
@@ -79,7 +80,7 @@ def read_sync_runs(profile: Profile) -> list[tuple]:
             rows = client.execute_sql(f"SELECT {columns} FROM {client.make_qualified_table_name(SYNC_RUNS_TABLE)}")
             return [tuple(r) for r in rows or []]
         except Exception as exc:  # noqa: BLE001 - no run recorded yet
-            if "exist" in str(exc).lower() or "not found" in str(exc).lower() or "catalog" in str(exc).lower():
+            if is_missing_table(exc):
                 return []
             raise
 

@@ -19,6 +19,14 @@ from makini_sync.destinations.profiles import Profile
 logger = logging.getLogger(__name__)
 
 
+def is_missing_table(exc: BaseException) -> bool:
+    """Whether a destination error says the table (or dataset) is not there yet;
+    each database words it its own way."""
+    text = str(exc).lower()
+    return any(hint in text for hint in ("does not exist", "doesn't exist", "not found", "no such table",
+                                         "catalog error", "undefined"))
+
+
 def row_counts(sql_client: Any, tables: Iterable[str]) -> dict[str, int]:
     """``COUNT(*)`` of each of ``tables`` (all of which exist)."""
     return {

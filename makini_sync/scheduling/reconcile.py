@@ -46,6 +46,7 @@ from makini_sync.destinations.profiles import DATASET_NAME, Profile, make_pipeli
 from makini_sync.workers.naming import sync_pipeline_name, writer_pipeline_name
 from makini_sync.workers.selection import WorkerSelection
 from makini_sync.observe.run_records import append_records
+from makini_sync.run.destination_session import is_missing_table
 from makini_sync.run.sync import run_sync
 
 logger = logging.getLogger(__name__)
@@ -167,7 +168,7 @@ def _stored_in_table(client: Any, entity: Entity, connection_id: str) -> pa.Tabl
             for rows in cursor.iter_fetch(SNAPSHOT_CHUNK):
                 chunks.append(version_table([r[0] for r in rows], [r[1] for r in rows]))
     except Exception as exc:  # noqa: BLE001 - the table does not exist yet: nothing stored
-        if not _is_missing_table(exc):
+        if not is_missing_table(exc):
             raise
         return version_table([], [])
     return pa.concat_tables(chunks) if chunks else version_table([], [])
@@ -183,11 +184,6 @@ def skip_map(versions: pa.Table) -> dict[str, str]:
                          format="%Y-%m-%dT%H:%M:%SZ")
     return dict(zip(known[ID_COLUMN].to_pylist(), stamps.to_pylist(), strict=True))
 
-
-def _is_missing_table(exc: Exception) -> bool:
-    text = str(exc).lower()
-    return any(hint in text for hint in ("does not exist", "doesn't exist", "not found", "no such table",
-                                         "catalog error", "undefined"))
 
 
 def reconcile(

@@ -25,6 +25,7 @@ import dlt
 
 from sources.makini.dlt_seam import editing_source_state, source_resources_state, stored_source_state
 
+from makini_sync.run.destination_session import is_missing_table
 from makini_sync.workers.naming import LEGACY_SYNC_PIPELINE
 
 logger = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ def newest_slots(pipeline: dlt.Pipeline, prefix: str, wanted: list[tuple[str, st
                     if best is None or committed > best[0]:
                         found[(connection_id, table)] = (committed, bookmarks[connection_id], name)
     except Exception as exc:  # noqa: BLE001 - a destination without state tables yet: nothing to adopt
-        if not _no_state_yet(exc):
+        if not is_missing_table(exc):
             logger.warning("could not read other pipelines' bookmarks (%s: %s); walking those connections "
                            "from the start", type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
         return {}
@@ -102,11 +103,6 @@ def _other_pipelines(client: object, prefix: str, own: str) -> list[str]:
     return sorted(name for (name,) in rows or []
                   if name != own and (name == LEGACY_SYNC_PIPELINE or name.startswith(prefix)))
 
-
-def _no_state_yet(exc: Exception) -> bool:
-    text = str(exc).lower()
-    return any(hint in text for hint in ("does not exist", "doesn't exist", "not found", "no such table",
-                                         "catalog error", "undefined"))
 
 
 def _settled(bookmark: Optional[dict]) -> Optional[dict]:
