@@ -7,11 +7,12 @@
 Modules, one job each: entities (the entity table), clock (sandbox time and
 the timestamp format), data (deterministic records), store (records + keyset
 index), cursor (signed cursors), faults (fault injection, rate limiter),
-shapes (per-connection deployment variety: type drift, v3 names, custom
-entities), state (connections and control operations), webhooks (signed
-delivery with retries and injected duplicates/reordering/delays), api (the
-public endpoints), control (the control endpoints), server (HTTP), runner
-(`Sandbox`), client (`SandboxControl`).
+latency (the delay of API responses), shapes (per-connection deployment
+variety: type drift, v3 names, custom entities), state (connections and
+control operations), webhooks (signed delivery with retries and injected
+duplicates/reordering/delays), api (the public endpoints), control (the
+control endpoints), server (HTTP), runner (`Sandbox`), client
+(`SandboxControl`).
 """
 from .client import SandboxControl, SandboxControlError
 from .entities import ENTITIES, ENTITY_SPECS

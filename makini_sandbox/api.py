@@ -1,10 +1,17 @@
 """The public API (`/api/v1/...`): auth, rate limit, routing, list pages, errors.
 
 Pure request -> response logic on `SandboxState`; the HTTP layer (server.py)
-owns sockets and applies the socket-level faults (drop, slow) before calling
-`handle`. Check order: injected fault, auth (401), rate limit (429),
-route (404), connection status (401/503 on list endpoints), parameters (400).
-`GET /api/v1/connection` always answers, so a client can read its status.
+owns sockets and applies latency and the socket-level faults (drop, slow)
+before calling `handle`. Check order: injected fault, auth (401), rate limit
+(429), route (404, any method but GET too), connection status (401/503 on list
+endpoints), parameters (400). `GET /api/v1/connection` always answers, so a
+client can read its status.
+
+Every answer to a known connection carries `X-RateLimit-Limit`,
+`X-RateLimit-Remaining` and `X-RateLimit-Reset` (whole seconds until the
+window ends: a sandbox extra, real servers may omit it, as they may omit the
+other two); a 429 from the limiter adds `Retry-After` (the same seconds, at
+least 1). Injected faults are answered before the limiter and use no budget.
 """
 from __future__ import annotations
 
@@ -17,6 +24,7 @@ import orjson
 from .clock import parse_iso_ms
 from .cursor import CursorError, CursorState
 from .entities import ALL_ENTITY_SPECS, DEFAULT_LIMIT
+from .faults import RateDecision
 from .state import Connection, SandboxState
 
 log = logging.getLogger(__name__)
@@ -52,35 +60,60 @@ def route_key(path: str) -> str:
     return rest if rest in ALL_ENTITY_SPECS or rest in ("connection", "sync-status") else path
 
 
-def handle(state: SandboxState, path: str, query: str, authorization: str | None,
-           request_id: str, fault: str | None = None) -> Response:
+def connection_for(state: SandboxState, authorization: str | None) -> Connection | None:
+    """The connection a request's `Authorization` header names, or None."""
     token = bearer_token(authorization)
-    conn = state.by_token.get(token) if token else None
-    resp = _handle(state, conn, path, query, request_id, fault)
-    state.counter.record(conn.id if conn else UNAUTHENTICATED, route_key(path), str(resp.status))
+    return state.by_token.get(token) if token else None
+
+
+def handle(state: SandboxState, method: str, path: str, query: str, conn: Connection | None,
+           request_id: str, fault: str | None = None) -> Response:
+    """One API request of `conn` (None: no valid token). `fault` is the injected fault
+    drawn for it ("429", "500", "503", or "cut": answered normally, counted as cut)."""
+    resp, verdict = _handle(state, method, conn, path, query, request_id, fault)
+    status = "cut" if fault == "cut" else str(resp.status)
+    state.counter.record(conn.id if conn else UNAUTHENTICATED, route_key(path), status, verdict)
     return resp
 
 
-def _handle(state: SandboxState, conn: Connection | None, path: str, query: str,
-            request_id: str, fault: str | None) -> Response:
-    if fault == "429":
-        retry = state.faults.settings.retry_after
-        return error(429, "RATE_LIMIT_EXCEEDED", f"rate limit exceeded (injected); retry after {retry} s",
-                     request_id, [("Retry-After", str(retry))])
-    if fault in _REASONS:
-        status, code, message = _REASONS[fault]
-        return error(status, code, message, request_id)
-    if conn is None:
-        return error(401, "UNAUTHORIZED", "missing or invalid bearer token", request_id)
+def rate_limit_headers(decision: RateDecision) -> list[tuple[str, str]]:
+    """`X-RateLimit-Reset` (whole seconds until the window ends) is a sandbox extra: the
+    contract names only Limit and Remaining, and a real server may omit all three."""
+    return [("X-RateLimit-Limit", str(decision.limit)), ("X-RateLimit-Remaining", str(decision.remaining)),
+            ("X-RateLimit-Reset", str(decision.reset))]
+
+
+def _handle(state: SandboxState, method: str, conn: Connection | None, path: str, query: str,
+            request_id: str, fault: str | None) -> tuple[Response, str | None]:
+    """The response and the rate limiter's verdict ("admitted", "refused", or None when
+    the request was answered before the limiter)."""
     now = state.clock.now_ms()
+    if fault in ("429", *_REASONS):
+        # Injected faults use no budget; a known connection's answer still shows its budget.
+        headers = rate_limit_headers(state.limiter.peek(conn.id, now)) if conn else []
+        if fault == "429":
+            retry = state.faults.settings.retry_after
+            return error(429, "RATE_LIMIT_EXCEEDED", f"rate limit exceeded (injected); retry after {retry} s",
+                         request_id, headers + [("Retry-After", str(retry))]), None
+        status, code, message = _REASONS[fault]
+        return error(status, code, message, request_id, headers), None
+    if conn is None:
+        return error(401, "UNAUTHORIZED", "missing or invalid bearer token", request_id), None
     decision = state.limiter.check(conn.id, now)
-    rl_headers = [("X-RateLimit-Limit", str(decision.limit)), ("X-RateLimit-Remaining", str(decision.remaining))]
+    rl_headers = rate_limit_headers(decision)
     if not decision.allowed:
         return error(429, "RATE_LIMIT_EXCEEDED",
-                     f"rate limit of {decision.limit} requests per minute exceeded for connection {conn.id}; "
-                     f"retry after {decision.retry_after} s",
-                     request_id, rl_headers + [("Retry-After", str(decision.retry_after))])
+                     f"rate limit of {decision.limit} requests per {decision.window_seconds:g} s exceeded "
+                     f"for connection {conn.id}; retry after {decision.retry_after} s",
+                     request_id, rl_headers + [("Retry-After", str(decision.retry_after))]), "refused"
+    return _route(state, method, conn, path, query, request_id, now, rl_headers), "admitted"
+
+
+def _route(state: SandboxState, method: str, conn: Connection, path: str, query: str, request_id: str,
+           now: int, rl_headers: list[tuple[str, str]]) -> Response:
     rest = path[len(PREFIX):].strip("/") if path.startswith(PREFIX) else None
+    if method != "GET":
+        return error(404, "NOT_FOUND", f"no route for {method} {path}", request_id, rl_headers)
     if rest == "connection":
         body = orjson.dumps({"id": conn.id, "system": conn.system, "status": conn.status})
         return Response(200, body, rl_headers)

@@ -77,6 +77,10 @@ class SandboxControl:
                                                   "detail": int(detail)})
 
     def requests_served(self, reset: bool = False) -> dict:
+        """API requests counted since the last reset: `total`, `by_status`, `by_connection`
+        (endpoint -> requests), `by_connection_status` (status -> requests) and `admission`
+        (connection id -> {"admitted", "refused"}: the rate limiter's verdicts; injected
+        faults are in neither). See RequestCounter in makini_sandbox/state.py."""
         return self._call("GET", "requests", params={"reset": int(reset)})
 
     def set_faults(self, *, seed: int = 0, rate_429: float = 0.0, rate_500: float = 0.0, rate_503: float = 0.0,
@@ -94,8 +98,21 @@ class SandboxControl:
     def set_connection_status(self, connection_id: str, status: str) -> dict:
         return self._call("POST", "connection-status", json={"connection_id": connection_id, "status": status})
 
-    def set_rate_limit(self, per_minute: int) -> dict:
-        return self._call("POST", "rate-limit", json={"per_minute": per_minute})
+    def set_rate_limit(self, per_window: int, window_seconds: float = 60.0,
+                       connection_id: str | None = None) -> dict:
+        """`per_window` requests per `window_seconds` (fixed windows on the sandbox clock).
+        Without `connection_id`, for every connection: per-connection limits are dropped
+        and every window restarts. With it, for that connection only (its window
+        restarts). `set_rate_limit(n)` is n per minute, as it always was. Returns the
+        limits in force: {"per_window", "window_seconds", "connections": {id: {...}}}."""
+        return self._call("POST", "rate-limit", json={"per_window": per_window, "window_seconds": window_seconds,
+                                                      "connection_id": connection_id})
+
+    def set_latency(self, latency_ms: float, connection_id: str | None = None) -> dict:
+        """Delay every API response (not control calls) by `latency_ms`. Without
+        `connection_id`, for every connection (per-connection values are dropped); with
+        it, for that connection only. Returns {"latency_ms", "connections": {id: ms}}."""
+        return self._call("POST", "latency", json={"latency_ms": latency_ms, "connection_id": connection_id})
 
     def advance_clock(self, seconds: float) -> dict:
         return self._call("POST", "clock", json={"advance_seconds": seconds})
@@ -104,7 +121,7 @@ class SandboxControl:
         return self._call("POST", "total-count", json={"connection_id": connection_id, "enabled": enabled})
 
     def reset(self) -> dict:
-        """Regenerate all data from the seed (faults, rate limit and clock are kept)."""
+        """Regenerate all data from the seed (faults, rate limits, latency and clock are kept)."""
         return self._call("POST", "reset")
 
     # -- webhooks (see makini_sandbox/webhooks.py for the semantics) -------------------

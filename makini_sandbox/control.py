@@ -1,6 +1,6 @@
 """The control API (`/_sandbox/...`): what tests and benchmarks use to steer the sandbox.
 
-Unauthenticated and never subject to injected faults or rate limits; the
+Unauthenticated and never subject to injected faults, rate limits or latency; the
 server only answers it from loopback addresses. JSON in, JSON out; errors use
 the same envelope as the public API.
 
@@ -9,11 +9,12 @@ the same envelope as the public API.
 | GET | /_sandbox/info | |
 | POST | /_sandbox/mutate | connection_id, entity, update, insert, soft_delete, hard_delete, ids, seed, hold |
 | GET | /_sandbox/truth | ?connection_id=&entity=&detail=1 |
-| GET | /_sandbox/requests | ?reset=1 |
+| GET | /_sandbox/requests | ?reset=1 -> total, by_status, by_connection, by_connection_status, admission |
 | POST / DELETE | /_sandbox/faults | FaultSettings fields / clears |
 | POST | /_sandbox/connection-status | connection_id, status |
 | POST | /_sandbox/total-count | connection_id, enabled |
-| POST | /_sandbox/rate-limit | per_minute |
+| POST | /_sandbox/rate-limit | per_window, window_seconds (default 60), connection_id (optional); or per_minute |
+| POST | /_sandbox/latency | latency_ms, connection_id (optional) |
 | POST | /_sandbox/clock | advance_seconds |
 | POST | /_sandbox/reset | (regenerates all data from the seed) |
 | POST / DELETE | /_sandbox/webhooks | WebhookSettings fields (url, secrets, time_scale, ...) / disables |
@@ -24,6 +25,14 @@ the same envelope as the public API.
 | POST | /_sandbox/records | connection_id, entity, records (list of records as served), replace, hold |
 | POST | /_sandbox/makini-sync | connection_id (publishes held changes: late visibility) |
 | POST | /_sandbox/sync-status | connection_id, answer: bound, without_bound or error |
+
+Rate limit and latency: without `connection_id` the call sets every
+connection's value and drops the per-connection ones (a fresh plan); with
+it, only that connection's. Both answer with what is now in force, as
+`GET /_sandbox/info` does under `rate_limit` and `latency`. `per_minute: N` is
+the older spelling of `per_window: N` with a 60 s window. `GET /_sandbox/requests`
+counts per connection what the rate limiter admitted and refused under
+`admission` (see `RequestCounter` in state.py).
 
 `POST /_sandbox/records` bodies are parsed without loss (integers beyond 64
 bits stay exact) and each record is served exactly as given, in the
@@ -88,8 +97,12 @@ def _dispatch(state: SandboxState, method: str, what: str, params: dict, args: d
         state.set_total_count(args["connection_id"], args["enabled"])
         return {"id": args["connection_id"], "total_count": bool(args["enabled"])}
     if (method, what) == ("POST", "rate-limit"):
-        state.limiter.set_limit(int(args["per_minute"]))
-        return {"per_minute": state.limiter.per_minute}
+        if "per_window" in args:
+            return state.set_rate_limit(args["per_window"], float(args.get("window_seconds", 60.0)),
+                                        args.get("connection_id"))
+        return state.set_rate_limit(args["per_minute"], 60.0, args.get("connection_id"))
+    if (method, what) == ("POST", "latency"):
+        return state.set_latency(float(args["latency_ms"]), args.get("connection_id"))
     if (method, what) == ("POST", "clock"):
         now = state.clock.advance(float(args["advance_seconds"]))
         return {"now": fmt_ms(now), "offset_seconds": state.clock.offset_ms / 1000}

@@ -1,4 +1,4 @@
-"""Seeded fault injection and the per-connection rate limiter.
+"""Seeded fault injection and the per-connection rate limiter (N requests per W seconds).
 
 Faults are drawn from `random.Random(seed)`, two draws per API request
 (outcome, then slowness) whatever the settings, so the same seed and the same
@@ -90,43 +90,100 @@ class FaultInjector:
         return Fault(kind, s.slow_seconds if slow < s.slow_rate else 0.0)
 
 
+class RateLimit(NamedTuple):
+    per_window: int   # requests admitted per window
+    window_ms: int    # the window's length
+
+    @property
+    def window_seconds(self) -> float:
+        return self.window_ms / 1000
+
+    def describe(self) -> dict:
+        return {"per_window": self.per_window, "window_seconds": self.window_seconds}
+
+
 class RateDecision(NamedTuple):
     allowed: bool
     limit: int
     remaining: int
-    retry_after: int   # whole seconds until the window resets (when refused)
+    reset: int          # whole seconds until the window ends (>= 1), rounded up
+    window_seconds: float
+
+    @property
+    def retry_after(self) -> int:
+        """What `Retry-After` says when refused: the wait until the window resets."""
+        return self.reset
+
+
+def rate_limit(per_window: int, window_seconds: float = 60.0) -> RateLimit:
+    """A validated limit (ValueError saying what is wrong)."""
+    if int(per_window) != per_window or int(per_window) < 1:
+        raise ValueError(f"per_window must be a whole number >= 1, got {per_window!r}")
+    seconds = float(window_seconds)
+    if not (math.isfinite(seconds) and round(seconds * 1000) >= 1):
+        raise ValueError(f"window_seconds must be a positive number of seconds, got {window_seconds!r}")
+    return RateLimit(int(per_window), round(seconds * 1000))
 
 
 class RateLimiter:
-    """Fixed one-minute windows on the sandbox clock, per connection.
+    """N requests per W seconds, in fixed windows on the sandbox clock, per connection.
 
     Fixed windows (rather than a sliding log) make `Retry-After` exact and let
-    `advance_clock(60)` reset a connection's budget deterministically.
-    Refused requests do not use up budget.
+    `advance_clock(W)` reset a connection's budget deterministically. Windows
+    are aligned to multiples of W since the epoch (with the default W = 60, to
+    the minute), so every connection's window turns at the same instant.
+    Refused requests do not use up budget. `X-RateLimit-Reset` and
+    `Retry-After` are whole seconds, rounded up (at least 1), also for a window
+    that is not a whole number of seconds.
+
+    One limit applies to every connection unless a connection has its own
+    (`set_limit(..., connection_id=...)`). Setting the global limit starts
+    afresh: per-connection limits are dropped and every window restarts, so
+    one call puts the whole fleet back to a known plan. Setting a connection's
+    limit restarts that connection's window only.
     """
 
-    def __init__(self, per_minute: int) -> None:
+    def __init__(self, per_window: int, window_seconds: float = 60.0) -> None:
         self._lock = threading.Lock()
-        self._windows: dict[str, tuple[int, int]] = {}
-        self.set_limit(per_minute)
+        self._windows: dict[str, tuple[int, int]] = {}   # connection id -> (window index, used)
+        self._own: dict[str, RateLimit] = {}              # per-connection limits
+        self.set_limit(per_window, window_seconds)
 
-    def set_limit(self, per_minute: int) -> None:
-        if int(per_minute) < 1:
-            raise ValueError("per_minute must be >= 1")
+    def set_limit(self, per_window: int, window_seconds: float = 60.0, connection_id: str | None = None) -> None:
+        limit = rate_limit(per_window, window_seconds)
         with self._lock:
-            self.per_minute = int(per_minute)
-            self._windows.clear()
+            if connection_id is None:
+                self.default = limit
+                self._own.clear()
+                self._windows.clear()
+            else:
+                self._own[connection_id] = limit
+                self._windows.pop(connection_id, None)
+
+    def describe(self) -> dict:
+        with self._lock:
+            return {**self.default.describe(),
+                    "connections": {cid: limit.describe() for cid, limit in self._own.items()}}
 
     def check(self, connection_id: str, now_ms: int) -> RateDecision:
-        window = now_ms // 60_000
+        """Admit one request (using budget) or refuse it (using none)."""
+        return self._decide(connection_id, now_ms, consume=True)
+
+    def peek(self, connection_id: str, now_ms: int) -> RateDecision:
+        """The connection's budget now, using none (for answers that bypass the limiter)."""
+        return self._decide(connection_id, now_ms, consume=False)
+
+    def _decide(self, connection_id: str, now_ms: int, consume: bool) -> RateDecision:
         with self._lock:
+            limit = self._own.get(connection_id, self.default)
+            window = now_ms // limit.window_ms
             w, used = self._windows.get(connection_id, (window, 0))
             if w != window:
                 used = 0
-            limit = self.per_minute
-            if used >= limit:
+            reset = max(1, math.ceil(((window + 1) * limit.window_ms - now_ms) / 1000))
+            allowed = used < limit.per_window
+            if allowed and consume:
+                used += 1
                 self._windows[connection_id] = (window, used)
-                wait = math.ceil(((window + 1) * 60_000 - now_ms) / 1000)
-                return RateDecision(False, limit, 0, max(1, wait))
-            self._windows[connection_id] = (window, used + 1)
-            return RateDecision(True, limit, limit - used - 1, 0)
+            return RateDecision(allowed, limit.per_window, max(0, limit.per_window - used), reset,
+                                limit.window_seconds)

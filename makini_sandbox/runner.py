@@ -6,6 +6,12 @@ prints when ready; it keeps the server's CPU work (and GIL) away from the
 process under test, which matters for benchmarks. The in-process mode runs the
 server on a daemon thread; it starts faster and suits small test fixtures.
 
+A fleet: `connections=1000` with small `sizes` starts in a few seconds.
+`rate_limit_per_minute` is the requests each connection may make per window
+(`rate_window_seconds`, default 60, so per minute by default); `latency_ms`
+delays every API response. All three can be changed at run time through
+`control` (`set_rate_limit`, `set_latency`), also per connection.
+
 `shapes` (makini_sandbox/shapes.py) picks each connection's deployment shape:
 one spec per connection, or one for all; None keeps every connection default
 (exactly the sandbox as it always was).
@@ -24,6 +30,8 @@ import orjson
 
 from .client import SandboxControl
 from .entities import resolve_sizes
+from .faults import rate_limit
+from .latency import checked_latency_ms
 from .shapes import resolve_shapes
 
 log = logging.getLogger(__name__)
@@ -37,14 +45,19 @@ class Sandbox:
     def __init__(self, seed: int = 7, sizes: dict[str, int] | None = None, connections: int = 2,
                  in_process: bool = False, rate_limit_per_minute: int = 10_000,
                  host: str = "127.0.0.1", port: int = 0, startup_timeout: float = 180.0,
-                 shapes: str | list[str] | None = None) -> None:
+                 shapes: str | list[str] | None = None, rate_window_seconds: float = 60.0,
+                 latency_ms: float = 0.0) -> None:
         self.seed = seed
         self.sizes = resolve_sizes(sizes)
         self.n_connections = connections
         resolve_shapes(shapes, connections)  # fail here, not in the server, on a bad spec
+        rate_limit(rate_limit_per_minute, rate_window_seconds)  # ... and on a bad limit or latency
+        checked_latency_ms(latency_ms)
         self.shapes = shapes
         self.in_process = in_process
         self.rate_limit_per_minute = rate_limit_per_minute
+        self.rate_window_seconds = rate_window_seconds
+        self.latency_ms = latency_ms
         self.host, self.port = host, port
         self.startup_timeout = startup_timeout
         self.base_url: str = ""
@@ -78,7 +91,8 @@ class Sandbox:
         from .state import SandboxState
 
         state = SandboxState(self.seed, self.sizes, self.n_connections, self.rate_limit_per_minute,
-                             shapes=self.shapes)
+                             shapes=self.shapes, rate_window_seconds=self.rate_window_seconds,
+                             latency_ms=self.latency_ms)
         self._server = SandboxHTTPServer(state, self.host, self.port)
         self._thread = threading.Thread(target=self._server.serve_forever, name="makini-sandbox", daemon=True)
         self._thread.start()
@@ -89,7 +103,9 @@ class Sandbox:
         cmd = [sys.executable, "-m", "makini_sandbox",
                "--host", self.host, "--port", str(self.port),
                "--seed", str(self.seed), "--connections", str(self.n_connections),
-               "--rate-limit", str(self.rate_limit_per_minute)]
+               "--rate-limit", str(self.rate_limit_per_minute),
+               "--rate-window", repr(float(self.rate_window_seconds)),
+               "--latency-ms", repr(float(self.latency_ms))]
         for entity in self.sizes:
             cmd += [f"--{entity}", str(self.sizes[entity])]
         if self.shapes is not None:

@@ -6,6 +6,10 @@ the socket without any response, as a crashed load balancer would). Each
 response is written with one `sendall` and an exact Content-Length, with
 Nagle off, so keep-alive clients never wait on delayed ACKs; the record bytes
 are pre-serialized (store.py), so a page costs a join and a write.
+
+One thread per client connection (keep-alive connections keep theirs), so a
+fleet of hundreds of concurrent clients is served side by side; the latency
+setting (latency.py) sleeps in that thread and holds no lock meanwhile.
 """
 from __future__ import annotations
 
@@ -20,14 +24,17 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from . import api, control
-from .state import SandboxState
+from .state import Connection, SandboxState
 
 log = logging.getLogger(__name__)
 
 
 class SandboxHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
-    request_queue_size = 128
+    # The listen backlog: a fleet's workers open hundreds of connections at once, and
+    # a full backlog drops SYNs, which clients retry only after a second. The kernel
+    # caps it at net.core.somaxconn.
+    request_queue_size = 1024
 
     def __init__(self, state: SandboxState, host: str = "127.0.0.1", port: int = 0) -> None:
         self.state = state
@@ -77,19 +84,17 @@ class SandboxHandler(BaseHTTPRequestHandler):
                 else:
                     resp = control.handle(state, self.command, path, query, body, request_id)
             elif path.startswith("/api/"):
+                conn = api.connection_for(state, self.headers.get("Authorization"))
                 fault = state.faults.draw()
-                if fault.delay:
-                    time.sleep(fault.delay)
+                # Latency and the slow fault are slept here, in this client's own thread, holding no lock.
+                delay = state.latency.seconds(conn.id if conn else None) + fault.delay
+                if delay:
+                    time.sleep(delay)
                 if fault.kind == "drop":
-                    self._drop(path)
+                    self._drop(path, conn)
                     return
-                if self.command != "GET":
-                    resp = api.error(404, "NOT_FOUND", f"no route for {self.command} {path}", request_id)
-                else:
-                    kind = None if fault.kind == "cut" else fault.kind
-                    resp = api.handle(state, path, query, self.headers.get("Authorization"), request_id, kind)
+                resp = api.handle(state, self.command, path, query, conn, request_id, fault.kind)
                 if fault.kind == "cut":
-                    state.counter.relabel(str(resp.status), "cut")
                     self._write(resp, request_id, cut=True)
                     return
             else:
@@ -99,10 +104,8 @@ class SandboxHandler(BaseHTTPRequestHandler):
             resp = api.error(500, "INTERNAL_ERROR", "sandbox internal error", request_id)
         self._write(resp, request_id)
 
-    def _drop(self, path: str) -> None:
+    def _drop(self, path: str, conn: Connection | None) -> None:
         """The dropped-connection fault: close the socket without a response."""
-        token = api.bearer_token(self.headers.get("Authorization"))
-        conn = self.server.state.by_token.get(token) if token else None
         self.server.state.counter.record(conn.id if conn else api.UNAUTHENTICATED, api.route_key(path), "dropped")
         self.close_connection = True
         try:

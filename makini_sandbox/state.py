@@ -21,6 +21,7 @@ from .cursor import CursorCodec
 from .data import SYSTEMS, ConnectionData, derive_seed
 from .entities import ENTITIES, entity_size, resolve_sizes
 from .faults import FaultInjector, RateLimiter
+from .latency import Latency
 from .shapes import Shape, ShapeRenderer, parse_shape, resolve_shapes
 from .store import EntityStore
 from .visibility import SYNC_STATUS_ANSWERS, HeldChange, Visibility
@@ -63,7 +64,21 @@ class Connection:
 
 
 class RequestCounter:
-    """Counts of API requests served (the control API is not counted)."""
+    """Counts of API requests served (the control API is not counted).
+
+    `snapshot()` gives:
+    - `total`, and `by_status` (status code, or "dropped" / "cut" for those faults);
+    - `by_connection`: connection id -> endpoint or entity -> requests, whatever
+      their answer ("_unauthenticated" for requests without a valid token);
+    - `by_connection_status`: connection id -> status (as in `by_status`) -> requests;
+    - `admission`: connection id -> {"admitted", "refused"}: the rate limiter's
+      verdicts. `admitted` requests used budget (every answer but a 429),
+      `refused` ones got 429 RATE_LIMIT_EXCEEDED from the limiter. Injected
+      faults (429, 500, 503, dropped) are answered before the limiter and are in
+      neither, so without injected faults `admitted` is the connection's
+      non-429 answers and `refused` its 429s. A bound on admitted requests per
+      window is what a client's rate limiting must keep.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -73,24 +88,30 @@ class RequestCounter:
         self.total = 0
         self.by_connection: dict[str, Counter] = defaultdict(Counter)
         self.by_status: Counter = Counter()
+        self.by_connection_status: dict[str, Counter] = defaultdict(Counter)
+        self.admission: dict[str, dict[str, int]] = {}
 
-    def record(self, connection_id: str, what: str, status: str) -> None:
+    def record(self, connection_id: str, what: str, status: str, verdict: str | None = None) -> None:
+        """One request; `verdict` is the rate limiter's ("admitted" or "refused"), None when
+        the request never reached it."""
         with self._lock:
             self.total += 1
             self.by_connection[connection_id][what] += 1
             self.by_status[status] += 1
-
-    def relabel(self, old: str, new: str) -> None:
-        """Count one request recorded as ``old`` under ``new`` (a 200 whose body the cut fault stopped)."""
-        with self._lock:
-            self.by_status[old] -= 1
-            self.by_status[new] += 1
+            self.by_connection_status[connection_id][status] += 1
+            if verdict is not None:
+                counts = self.admission.get(connection_id)
+                if counts is None:
+                    counts = self.admission[connection_id] = {"admitted": 0, "refused": 0}
+                counts[verdict] += 1
 
     def snapshot(self, reset: bool = False) -> dict:
         with self._lock:
             out = {"total": self.total,
                    "by_connection": {c: dict(v) for c, v in self.by_connection.items()},
-                   "by_status": dict(self.by_status)}
+                   "by_status": dict(self.by_status),
+                   "by_connection_status": {c: dict(v) for c, v in self.by_connection_status.items()},
+                   "admission": {c: dict(v) for c, v in self.admission.items()}}
             if reset:
                 self.reset()
             return out
@@ -98,7 +119,10 @@ class RequestCounter:
 
 class SandboxState:
     def __init__(self, seed: int = 7, sizes: dict[str, int] | None = None, connections: int = 2,
-                 rate_limit_per_minute: int = 10_000, shapes: str | list[str] | None = None) -> None:
+                 rate_limit_per_minute: int = 10_000, shapes: str | list[str] | None = None,
+                 rate_window_seconds: float = 60.0, latency_ms: float = 0.0) -> None:
+        """`rate_limit_per_minute`: requests per connection per window (per minute with the
+        default `rate_window_seconds`); `latency_ms`: the delay of every API response."""
         if connections < 1:
             raise ValueError("connections must be >= 1")
         self.seed = seed
@@ -111,7 +135,8 @@ class SandboxState:
         self.anchor_ms = self.started_ms // DAY_MS * DAY_MS
         self.cursors = CursorCodec(f"{seed}".encode())
         self.faults = FaultInjector()
-        self.limiter = RateLimiter(rate_limit_per_minute)
+        self.limiter = RateLimiter(rate_limit_per_minute, rate_window_seconds)
+        self.latency = Latency(latency_ms)
         self.counter = RequestCounter()
         self.webhooks = WebhookDispatcher()
         self.connections: list[Connection] = []
@@ -124,7 +149,8 @@ class SandboxState:
         gc_was_enabled = gc.isenabled()
         gc.disable()  # millions of short-lived dicts: collection passes would dominate
         try:
-            self.connections = [self._build_connection(i) for i in range(self.n_connections)]
+            taken: set[str] = set()
+            self.connections = [self._build_connection(i, taken) for i in range(self.n_connections)]
         finally:
             if gc_was_enabled:
                 gc.enable()
@@ -133,8 +159,23 @@ class SandboxState:
         log.info("sandbox data generated in %.2fs: %d connection(s), sizes %s",
                  time.perf_counter() - t0, self.n_connections, self.sizes)
 
-    def _build_connection(self, i: int) -> Connection:
-        h = hashlib.sha256(f"makini-sandbox:{self.seed}:{i}".encode()).hexdigest()
+    def _identity(self, i: int, taken: set[str]) -> tuple[str, str]:
+        """Connection `i`'s id and token, from a hash of (seed, i). Ids have 32 bits, so a
+        large fleet can draw one twice (about 1 in 10,000 seeds at 1,000 connections): the
+        later connection then salts its hash until both are new, and every other
+        connection keeps its usual id."""
+        salt = 0
+        while True:
+            text = f"makini-sandbox:{self.seed}:{i}" + (f":{salt}" if salt else "")
+            h = hashlib.sha256(text.encode()).hexdigest()
+            conn_id, token = f"conn_{h[:8]}", f"mk_live_{h[8:40]}"
+            if conn_id not in taken and token not in taken:
+                taken.update((conn_id, token))
+                return conn_id, token
+            salt += 1
+
+    def _build_connection(self, i: int, taken: set[str]) -> Connection:
+        conn_id, token = self._identity(i, taken)
         data = ConnectionData(self.seed, i, self.sizes, self.anchor_ms)
         shape = self.shapes[i]
         render = ShapeRenderer(shape, self.seed, i, self.anchor_ms) if shape.renders else None
@@ -143,7 +184,7 @@ class SandboxState:
         stores = {e: EntityStore(e, data.initial(e, entity_size(self.sizes, e)), names=shape.names, render=render)
                   for e in entities}
         return Connection(
-            index=i, id=f"conn_{h[:8]}", token=f"mk_live_{h[8:40]}",
+            index=i, id=conn_id, token=token,
             system=SYSTEMS[i % len(SYSTEMS)], data=data, stores=stores,
             # The last of three or more connections models a system that cannot count.
             total_count=not (self.n_connections >= 3 and i == self.n_connections - 1),
@@ -156,7 +197,8 @@ class SandboxState:
     def info(self) -> dict:
         out = {"seed": self.seed, "sizes": self.sizes,
                "connections": [c.public() for c in self.connections],
-               "now": fmt_ms(self.clock.now_ms())}
+               "now": fmt_ms(self.clock.now_ms()),
+               "rate_limit": self.limiter.describe(), "latency": self.latency.describe()}
         if any(not s.is_default for s in self.shapes):
             out["shapes"] = [s.name for s in self.shapes]
         return out
@@ -397,6 +439,29 @@ class SandboxState:
     def close(self) -> None:
         """Stop background work (webhook delivery)."""
         self.webhooks.close()
+
+    def set_rate_limit(self, per_window: int, window_seconds: float = 60.0,
+                       connection_id: str | None = None) -> dict:
+        """`per_window` requests per `window_seconds`, for every connection (dropping
+        per-connection limits) or for one; returns the limits now in force."""
+        if connection_id is not None:
+            self.connection(connection_id)
+        try:
+            self.limiter.set_limit(per_window, window_seconds, connection_id)
+        except ValueError as exc:
+            raise ControlError("INVALID_PARAMETER", str(exc)) from None
+        return self.limiter.describe()
+
+    def set_latency(self, latency_ms: float, connection_id: str | None = None) -> dict:
+        """The delay of every API response, for every connection (dropping per-connection
+        values) or for one; returns the latencies now in force."""
+        if connection_id is not None:
+            self.connection(connection_id)
+        try:
+            self.latency.set(latency_ms, connection_id)
+        except ValueError as exc:
+            raise ControlError("INVALID_PARAMETER", str(exc)) from None
+        return self.latency.describe()
 
     def set_total_count(self, connection_id: str, enabled: bool) -> None:
         self.connection(connection_id).total_count = bool(enabled)

@@ -15,6 +15,7 @@ from typing import Iterator, Optional
 
 from makini_sync.destinations.profiles import load_profile
 from makini_sync.run.summary import failure_line, render_summary
+from sources.makini.fleet import DEFAULT_CONCURRENCY
 from makini_sync.run.sync import DEFAULT_ROWS_PER_LOAD, run_sync
 from makini_sync.workers.selection import Shard, WorkerSelection
 from pipelines.exit_codes import failure_exit_code
@@ -33,6 +34,11 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--rows-per-load", type=int, default=None,
                         help="rows per load package; bounds memory (default: %d)" % DEFAULT_ROWS_PER_LOAD)
     parser.add_argument("--no-checkpoints", action="store_true", help="do not spool pages (see the README's crash safety)")
+    add_concurrency_argument(parser)
+    parser.add_argument("--connections", default=None, metavar="FILE",
+                        help="the fleet's connections file (TOML; tokens stay in secrets; see README's "
+                             "'A fleet of connections'); default: sources.makini.connections_file, else "
+                             "sources.makini.api_token")
     parser.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING (default) or ERROR")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
@@ -46,6 +52,22 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--worker", default=None, metavar="NAME",
                         help="name this worker's state, for workers configured with different token lists "
                              "(default: the shard, or 'all')")
+
+
+def add_concurrency_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--concurrency", type=positive_int, default=DEFAULT_CONCURRENCY, metavar="N",
+                        help="walks (connection x entity) waiting on the API at once; each connection also "
+                             "keeps to its own rate limit (default: %d)" % DEFAULT_CONCURRENCY)
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
 
 
 def worker_selection(args: argparse.Namespace) -> WorkerSelection:
@@ -93,6 +115,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                 progress=progress,
                 rows_per_load=args.rows_per_load or DEFAULT_ROWS_PER_LOAD,
                 checkpoints=not args.no_checkpoints,
+                concurrency=args.concurrency,
+                connections_file=args.connections,
                 **endpoint,
             )
     except Exception as exc:  # noqa: BLE001 - the known failures become one line and an exit code

@@ -2,9 +2,12 @@
 budget) trips its breaker: its other entities are skipped, in one line with the
 reason, and the other connections sync exact."""
 
+import pytest
+
 from makini_sandbox import Sandbox
 from makini_sync.run.summary import render_summary
 from sources.makini.client import RetryPolicy
+from sources.makini.connections import Connection
 from sources.makini.settings import ENTITIES
 from tests.fleet_support import list_pages
 from tests.sync_support import assert_exact, sync
@@ -13,7 +16,11 @@ SIZES = {"purchase-orders": 300, "work-orders": 100, "assets": 100, "inventory-i
 BRIEF = RetryPolicy(budget_seconds=0.5, base_backoff=0.01, max_backoff=0.05, max_retry_after=0.1)
 
 
-def run_with_one_connection(status, tmp_path, isolated_dlt):
+def run_with_one_connection(status, tmp_path, monkeypatch=None):
+    """Sync two connections, one of them ``status``. With ``monkeypatch``, the status
+    lookup does not see it (the system failed after the run identified it)."""
+    if monkeypatch is not None:
+        monkeypatch.setattr(Connection, "_trip_if_down", lambda self, status: None)
     with Sandbox(seed=52, sizes=SIZES, connections=2, in_process=True) as sandbox:
         broken, healthy = (c["id"] for c in sandbox.connections)
         sandbox.control.set_connection_status(broken, status)
@@ -24,24 +31,35 @@ def run_with_one_connection(status, tmp_path, isolated_dlt):
         return result, served, broken, healthy
 
 
-def test_a_refused_token_trips_the_breaker_at_once(tmp_path, isolated_dlt):
-    result, served, broken, healthy = run_with_one_connection("reauthorization_required", tmp_path, isolated_dlt)
+@pytest.mark.parametrize("status, cause", [("reauthorization_required", "ReauthorizationRequired"),
+                                           ("offline", "SystemOffline")])
+def test_a_status_lookup_that_says_down_skips_the_connection_unasked(status, cause, tmp_path, isolated_dlt):
+    result, served, broken, healthy = run_with_one_connection(status, tmp_path)
     assert not result.ok and result.report.failed_connections == [broken]
-    (failure,) = result.report.failures
-    assert type(failure).__name__ == "ReauthorizationRequired" and failure.entity == "purchase_orders"
-    assert list(result.report.skipped) == [broken]
-    assert result.report.skipped[broken].skipped == [e.table for e in ENTITIES.values()][1:]
-    assert list_pages(served, [broken]) == 1  # one request refused, no entity after it asked
-    summary = render_summary(result)
-    assert summary.count("SKIPPED") == 1 and f"SKIPPED connection {broken}" in summary
-    assert "after ReauthorizationRequired on purchase_orders" in summary
+    assert result.report.failures == []
+    breaker = result.report.skipped[broken]
+    assert type(breaker.cause).__name__ == cause
+    assert breaker.skipped == [e.table for e in ENTITIES.values()]
+    assert list_pages(served, [broken]) == 0  # not one list request: it could only fail
+    lines = [line for line in render_summary(result).splitlines() if "FAILED" in line]
+    assert len(lines) == 1 and f"FAILED connection {broken}: " in lines[0] and status in lines[0]
 
 
-def test_a_system_down_past_the_retry_budget_stops_being_walked(tmp_path, isolated_dlt):
-    result, served, broken, healthy = run_with_one_connection("offline", tmp_path, isolated_dlt)
+def test_a_token_refused_mid_run_trips_the_breaker_at_once(tmp_path, isolated_dlt, monkeypatch):
+    result, served, broken, healthy = run_with_one_connection("reauthorization_required", tmp_path, monkeypatch)
+    assert not result.ok and result.report.failed_connections == [broken]
+    (failure,) = result.report.failures  # the first refusal; the walks beside it stop with it
+    assert type(failure).__name__ == "ReauthorizationRequired"
+    assert sorted([failure.entity, *result.report.skipped[broken].skipped]) == sorted(
+        e.table for e in ENTITIES.values())
+    assert list_pages(served, [broken]) <= len(ENTITIES)  # at most one refused request per entity, no retry
+    lines = [line for line in render_summary(result).splitlines() if "FAILED" in line]
+    assert len(lines) == 1 and f"FAILED connection {broken}: " in lines[0] and failure.entity in lines[0]
+
+
+def test_a_system_down_past_the_retry_budget_stops_being_walked(tmp_path, isolated_dlt, monkeypatch):
+    result, served, broken, healthy = run_with_one_connection("offline", tmp_path, monkeypatch)
     assert result.report.failed_connections == [broken]
     (failure,) = result.report.failures
-    assert type(failure).__name__ == "RetriesExhausted" and failure.entity == "purchase_orders"
+    assert type(failure).__name__ == "RetriesExhausted"
     assert len(result.report.skipped[broken].skipped) == len(ENTITIES) - 1
-    walked = {what for what, _ in served["by_connection"][broken].items() if what in {e.slug for e in ENTITIES.values()}}
-    assert walked == {"purchase-orders"}, served["by_connection"][broken]

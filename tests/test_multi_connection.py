@@ -2,6 +2,7 @@
 
 import duckdb
 
+from sources.makini.settings import ENTITIES
 from tests.sync_support import assert_exact, sync, warehouse_versions
 
 
@@ -28,7 +29,10 @@ def test_one_failing_connection_does_not_stop_the_others(fresh_sandbox, tmp_path
     result = sync(db, fresh_sandbox)
     assert not result.ok
     assert result.report.failed_connections == [a]
-    assert "reconnect" in str(result.report.failures[0])
+    # GET /api/v1/connection already says so: no list request is made, every entity is skipped
+    breaker = result.report.skipped[a]
+    assert "reconnect" in str(breaker.cause)
+    assert sorted(breaker.skipped) == sorted(e.table for e in ENTITIES.values())
     assert_exact(db, fresh_sandbox, connection_ids={b})
     assert warehouse_versions(db, "vendors", a) == {}
     # once reconnected, the next run catches up

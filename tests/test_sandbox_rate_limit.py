@@ -30,6 +30,7 @@ def test_limit_per_connection_per_minute(sandbox, control, api_client):
     assert refused.headers["X-RateLimit-Remaining"] == "0"
     retry_after = int(refused.headers["Retry-After"])
     assert 55 <= retry_after <= 60
+    assert refused.headers["X-RateLimit-Reset"] == refused.headers["Retry-After"], "the same window end"
 
     assert second.get("/vendors").status_code == 200, "another connection has its own budget"
     assert first.get("/connection").status_code == 429, "every endpoint counts"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from makini_sync.run.sync import SyncResult
+from sources.makini.report import SyncReport
 
 
 def render_summary(result: SyncResult) -> str:
@@ -21,12 +22,28 @@ def render_summary(result: SyncResult) -> str:
     for package in result.report.set_aside:
         lines.append(f"  SET ASIDE load package {package.load_id} ({package.cause}): its data was fetched again;"
                      f" kept at {package.kept_at}")
-    for failure in result.report.failures:
-        lines.append(f"  FAILED {failure}")
-    for connection, breaker in sorted(result.report.skipped.items()):
-        lines.append(f"  SKIPPED connection {connection}: {', '.join(breaker.skipped)} not walked, "
-                     f"after {type(breaker.cause).__name__} on {breaker.cause.entity}")
+    lines.extend(connection_lines(result.report, result.labels))
     return "\n".join(lines)
+
+
+def connection_lines(report: SyncReport, labels: dict[str, str]) -> list[str]:
+    """One line per connection that failed or was skipped: a fleet's summary stays readable.
+    ``labels``: connection id -> its name in a connections file."""
+    failures: dict[str, list] = {}
+    for failure in report.failures:
+        failures.setdefault(failure.connection, []).append(failure)
+    lines = []
+    for connection in sorted(set(failures) | set(report.skipped)):
+        breaker = report.skipped.get(connection)
+        first, *rest = failures.get(connection) or [breaker.cause if breaker is not None else None]
+        named = f" [{labels[connection]}]" if connection in labels else ""
+        line = f"  FAILED connection {connection}{named}: {first}"
+        if rest:
+            line += f"; also failed: {', '.join(f'{f.entity} ({type(f).__name__})' for f in rest)}"
+        if breaker is not None and breaker.skipped:
+            line += f"; skipped after it: {', '.join(breaker.skipped)}"
+        lines.append(line)
+    return lines
 
 
 def failure_line(result: SyncResult) -> str:

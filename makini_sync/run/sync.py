@@ -31,6 +31,7 @@ from makini_sync.run.pending_packages import finish_pending_loads
 from makini_sync.run.run_database import RunDatabase
 from makini_sync.observe.sync_runs import record_sync_run, run_rows
 from makini_sync.run.worker_connections import identified_connections
+from sources.makini.fleet import DEFAULT_CONCURRENCY
 from makini_sync.workers.naming import sync_pipeline_name, sync_pipeline_prefix
 from makini_sync.workers.selection import WorkerSelection
 from makini_sync.workers.state_adoption import adopt_bookmarks, forget_departed
@@ -57,10 +58,11 @@ class SyncResult:
     connections: int = 0  # this worker's connections
     lock_wait_seconds: float = 0.0  # waiting for other writers' locks
     adopted: int = 0  # bookmarks taken over from other pipelines of the dataset (workers/state_adoption.py)
+    labels: dict[str, str] = field(default_factory=dict)  # connection id -> its name in a connections file
 
     @property
     def ok(self) -> bool:
-        return not self.report.failures
+        return not self.report.failures and not self.report.skipped
 
 
 DEFAULT_ROWS_PER_LOAD = 300_000
@@ -95,6 +97,8 @@ def run_sync(
     dry_run: bool = False,
     stored_versions: Optional[dict] = None,
     pipeline: Optional[dlt.Pipeline] = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    connections_file: Optional[str] = None,
 ) -> SyncResult:
     """Sync the chosen entities into ``profile``'s destination.
 
@@ -107,7 +111,10 @@ def run_sync(
     ``selection``: this worker's connections (all, or one ``--shard``); it names
     the pipeline (``workers/naming.py``) unless ``pipeline_name`` is given.
     ``pipeline``: a dlt pipeline of the caller's to run in (``own_pipeline.py``);
-    by default the profile's own.
+    by default the profile's own. ``concurrency``: walks waiting on the network
+    at once, across connections and entities (``sources/makini/fleet.py``).
+    ``connections_file``: the fleet's connections (``sources/makini/connections_file.py``),
+    when ``api_token`` is not given; default: dlt config's ``sources.makini.connections_file``.
     """
     started, started_at, own_pipeline = time.monotonic(), datetime.now(timezone.utc), pipeline
     dlt_seam.require()  # an incompatible dlt fails here, naming what it lacks
@@ -127,6 +134,7 @@ def run_sync(
         "collect_versions": collect_versions,
         "dry_run": dry_run,
         "stored_versions": stored_versions,
+        "concurrency": concurrency,
     }
     if retry_policy is not None:
         source_args["retry_policy"] = retry_policy
@@ -136,7 +144,10 @@ def run_sync(
     name = pipeline.pipeline_name if pipeline is not None else (
         pipeline_name or sync_pipeline_name(profile.name, dataset, selection.label))
     # who the worker's connections are, before any lock: the locks are taken per connection
-    connections = identified_connections(base_url, api_token, selection, retry_policy or RetryPolicy(), report)
+    connections = identified_connections(base_url, api_token, selection, retry_policy or RetryPolicy(), report,
+                                         concurrency, connections_file)
+    if connections.fields:  # a connections file's field names, now that its connections' ids are known
+        source_args["registry"] = load_registry(file_fields=connections.fields)
     source_args["base_url"], source_args["api_token"] = connections.base_url, connections.tokens
     source_args["connections"] = connections.opened  # identified: the source asks no id again
     with pipeline_run_lock(name), WriterLocks(profile, dataset, holder_name(name), pipeline) as locks, \
@@ -170,7 +181,8 @@ def run_sync(
         record_sync_run(profile, run_rows(report, pipeline, connections.ids, [e.table for e in chosen],
                                           started_at, datetime.now(timezone.utc), selection.label))
     result = SyncResult(profile.name, report, seconds=time.monotonic() - started, pipeline_name=name,
-                        connections=len(connections.tokens), lock_wait_seconds=locks.waited, adopted=len(adopted))
+                        connections=len(connections.tokens), lock_wait_seconds=locks.waited, adopted=len(adopted),
+                        labels=connections.labels)
     unchanged: dict[str, int] = {}
     for (_, table), count in report.unchanged.items():
         unchanged[table] = unchanged.get(table, 0) + count

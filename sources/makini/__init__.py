@@ -11,18 +11,21 @@ yields Arrow tables: the entity's rows and its child tables' rows
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import dlt
 from dlt.sources import DltResource
 
 from .client import RetryPolicy, located
 from .completeness import lookback_setting
-from .connections import Connection, open_connections
+from .connections import Connection, identify_all, open_connections
 from .report import SyncReport
 from .entity_config import EntityRegistry, load_registry
+from .fleet import DEFAULT_CONCURRENCY, WAITING, Fleet, interleaved
+from .fleet_progress import FleetProgress
 from .settings import CONNECTION_COLUMN, ID_COLUMN
 from .settings import MERGE
 from .walk import EntityWalk, Fence, LoadBudget
@@ -51,6 +54,7 @@ def makini_source(
     dry_run: bool = False,
     stored_versions: Optional[dict] = None,
     connections: Optional[Sequence[Connection]] = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
 ) -> list[DltResource]:
     """Makini entities for the connections whose tokens ``api_token`` holds.
 
@@ -79,7 +83,8 @@ def makini_source(
     destination holds; a backfill does not load those versions again.
     ``connections``: connections the caller opened and identified already
     (instead of ``api_token``'s); each extraction reads their completeness
-    bound afresh.
+    bound afresh. ``concurrency``: how many walks, across connections and
+    entities, wait on the network at once (``fleet.py``).
     """
     registry = registry if registry is not None else load_registry()
     lookback = lookback_setting(lookback_seconds)
@@ -89,12 +94,14 @@ def makini_source(
     else:
         connections = open_connections(base_url, api_token, retry_policy or RetryPolicy())
     budget = LoadBudget(None if dry_run else max_rows_per_load)  # nothing is yielded: one extraction
+    chosen = registry.resolve(entities)
+    fleet = Fleet(concurrency, FleetProgress(running_collector(), connections, len(connections) * len(chosen)))
     return [
         entity_resource(EntityWalk(e, report, budget, fence, documents, backfill,
                                    None if dry_run else Path(spool_root) if spool_root else None,
-                                   text_without_nul, lookback, collect_versions, stored_versions, dry_run),
+                                   text_without_nul, lookback, collect_versions, stored_versions, dry_run, fleet),
                         connections, registry, only, stored_kinds, dry_run)
-        for e in registry.resolve(entities)
+        for e in chosen
     ]
 
 
@@ -107,27 +114,51 @@ def entity_resource(
     def read_entity() -> Iterator[Any]:
         bookmarks = dlt.current.resource_state().setdefault("bookmarks", {})
         walker.learn_kinds(dlt.current.source_schema().tables, stored_kinds)
+        if any(c.id is None and c.error is None for c in connections):
+            identify_all(connections, walker.fleet.concurrency)  # side by side; each walk reads the answer
+        yield from interleaved(walks(bookmarks), walker.fleet)
+        walker.fleet.progress.show()
+
+    def walks(bookmarks: dict) -> Iterator[Optional[Callable[[], Iterator[Any]]]]:
+        """One walk per connection that serves the entity, started when a slot is free."""
         for connection in connections:
             if connection.breaker.open:
                 report.skip(connection.name, entity.table, connection.breaker)
+                yield None
                 continue
             try:
                 connection_id = connection.identify()
-                if only is not None and (connection_id, entity.table) not in only:
-                    continue
-                served = registry.for_connection(connection_id, entity.table)
-                if served is None:
-                    continue  # an entity only other connections have
-                if dry_run:  # a copy of the bookmark: nothing is loaded, so it must not move
-                    for _ in walker.run(connection_id, connection, dict(bookmarks.get(connection_id, {})), served):
-                        pass
-                    continue
-                state = bookmarks.setdefault(connection_id, {})
-                yield from walker.run(connection_id, connection, state, served)
             except Exception as exc:  # noqa: BLE001 - every failure is reported, the others go on
-                error = located(exc, connection.name, entity.table)
-                connection.breaker.record(error)
-                report.fail(error)
+                failed(connection, exc)
+                yield None
+                continue
+            if only is not None and (connection_id, entity.table) not in only or not connection.serves(entity.table):
+                yield None
+                continue
+            served = registry.for_connection(connection_id, entity.table)
+            if served is None:
+                yield None  # an entity only other connections have
+                continue
+            # dry run: a copy of the bookmark, since nothing is loaded and it must not move
+            state = dict(bookmarks.get(connection_id, {})) if dry_run else bookmarks.setdefault(connection_id, {})
+            yield functools.partial(guarded, connection, connection_id, state, served)
+
+    def guarded(connection: Connection, connection_id: str, state: dict, served: Any) -> Iterator[Any]:
+        try:
+            for item in walker.run(connection_id, connection, state, served):
+                if item is WAITING or not dry_run:
+                    yield item
+        except Exception as exc:  # noqa: BLE001 - every failure is reported, the others go on
+            failed(connection, exc)
+
+    def failed(connection: Connection, exc: BaseException) -> None:
+        error = located(exc, connection.name, entity.table)
+        if connection.breaker.open and connection.breaker.cause is not error:
+            # another walk of the connection tripped its breaker: this one stopped with it
+            report.skip(connection.name, entity.table, connection.breaker)
+            return
+        connection.breaker.record(error)
+        report.fail(error)
 
     return dlt.resource(
         read_entity,
@@ -135,3 +166,13 @@ def entity_resource(
         primary_key=[CONNECTION_COLUMN, ID_COLUMN],
         write_disposition=MERGE,
     )()
+
+
+def running_collector() -> Any:
+    """The running pipeline's progress collector (a no-op one outside a pipeline)."""
+    try:
+        return dlt.current.pipeline().collector
+    except Exception:  # noqa: BLE001 - no active pipeline (e.g. iterating the source directly)
+        from dlt.common.runtime.collector import NULL_COLLECTOR
+
+        return NULL_COLLECTOR

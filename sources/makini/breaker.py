@@ -11,10 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from .errors import MakiniError, ReauthorizationRequired, RetriesExhausted, Unauthorized
+from .errors import MakiniError, ReauthorizationRequired, RetriesExhausted, SystemOffline, Unauthorized
 
-# what trips the breaker: the token is refused, or the API kept failing past the retry budget
-TRIPS = (Unauthorized, ReauthorizationRequired, RetriesExhausted)
+# what trips the breaker: the token is refused, the system is reported offline,
+# or the API kept failing past the retry budget
+TRIPS = (Unauthorized, ReauthorizationRequired, SystemOffline, RetriesExhausted)
 
 
 @dataclass

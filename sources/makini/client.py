@@ -28,6 +28,7 @@ from dlt.sources.helpers.requests.session import Session
 from dlt.sources.helpers.rest_client import RESTClient
 from dlt.sources.helpers.rest_client.auth import BearerTokenAuth
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_delay
+from tenacity.stop import stop_base
 
 from .errors import (
     MakiniError,
@@ -37,7 +38,9 @@ from .errors import (
     RetriesExhausted,
     error_for_status,
 )
-from . import dlt_seam, exact_json
+from . import cancellation, dlt_seam, exact_json
+from .breaker import Breaker
+from .pacing import Pacer
 from .column_kinds import ARROW_CAST_ERRORS
 from .records import json_text, nested_lists_print_back, prints_back
 from .settings import JSON_FIELDS
@@ -289,27 +292,59 @@ def _log_retry(state: RetryCallState) -> None:
     )
 
 
-def make_session(policy: RetryPolicy, budget_seconds: Optional[float] = None) -> Session:
+def make_session(policy: RetryPolicy, budget_seconds: Optional[float] = None, pacer: Optional[Pacer] = None,
+                 breaker: Optional[Breaker] = None) -> Session:
     """A requests session whose ``send`` retries per ``policy``, for
-    ``budget_seconds`` (default: the policy's budget)."""
+    ``budget_seconds`` (default: the policy's budget), each attempt paced by
+    the connection's ``pacer``; retrying stops once the connection's
+    ``breaker`` trips or the walk is cancelled."""
     session = Session(timeout=policy.timeout_seconds, raise_for_status=False)
     send = reading_whole_body(session.send)
+    if pacer is not None:
+        send = paced(send, pacer)
     budget = policy.budget_seconds if budget_seconds is None else budget_seconds
-    session.send = _retrying(policy, budget).wraps(send)  # type: ignore[method-assign]
+    session.send = _retrying(policy, budget, breaker).wraps(send)  # type: ignore[method-assign]
     return session
 
 
 BRIEF_BUDGET_SECONDS = 20.0
 
 
-def _retrying(policy: RetryPolicy, budget_seconds: float) -> Retrying:
+class _stop_when_pointless(stop_base):
+    """Retrying ends when the walk was cancelled or another walk tripped the connection's breaker."""
+
+    def __init__(self, breaker: Optional[Breaker]) -> None:
+        self.breaker = breaker
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return cancellation.cancelled() or (self.breaker is not None and self.breaker.open)
+
+
+def _retrying(policy: RetryPolicy, budget_seconds: float, breaker: Optional[Breaker] = None) -> Retrying:
     return Retrying(
         retry=retry_if_exception_type((RetriableError, *TRANSPORT_ERRORS)),
         wait=policy.wait,
-        stop=stop_after_delay(budget_seconds),
+        stop=stop_after_delay(budget_seconds) | _stop_when_pointless(breaker),
+        sleep=cancellation.sleep,
         before_sleep=_log_retry,
         reraise=True,
     )
+
+
+def paced(send: Any, pacer: Pacer) -> Any:
+    """``send`` that waits for the connection's rate budget and tells it what came back."""
+
+    def send_paced(request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        pacer.before_request()
+        try:
+            response = send(request, **kwargs)
+        except BaseException:
+            pacer.after_response(0, {})
+            raise
+        pacer.after_response(response.status_code, response.headers)
+        return response
+
+    return send_paced
 
 
 BODY_CHUNK_BYTES = 1 << 20
@@ -336,17 +371,20 @@ def reading_whole_body(send: Any) -> Any:
 class MakiniClient(RESTClient):
     """dlt's REST client for one connection, parsing each page once with orjson."""
 
-    def __init__(self, base_url: str, token: str, policy: RetryPolicy = RetryPolicy()) -> None:
+    def __init__(self, base_url: str, token: str, policy: RetryPolicy = RetryPolicy(),
+                 breaker: Optional[Breaker] = None, pacer: Optional[Pacer] = None) -> None:
+        self.pacer = pacer if pacer is not None else Pacer()  # the connection's rate budget, for both sessions
         super().__init__(
             base_url=base_url,
             auth=BearerTokenAuth(token=token),
-            session=make_session(policy),
+            session=make_session(policy, pacer=self.pacer, breaker=breaker),
             data_selector="data",
         )
         self.page_schemas = PageSchemas()
         # status reads that may fall back (completeness.py) retry for a short while only
         self.brief = RESTClient(base_url=base_url, auth=self.auth, data_selector="data",
-                                session=make_session(policy, min(policy.budget_seconds, BRIEF_BUDGET_SECONDS)))
+                                session=make_session(policy, min(policy.budget_seconds, BRIEF_BUDGET_SECONDS),
+                                                     self.pacer, breaker))
 
     def extract_response(self, response: requests.Response, data_selector: Any) -> list:
         """The page as one ``Page`` item, which the paginator reads its cursor from."""

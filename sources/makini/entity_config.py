@@ -89,12 +89,21 @@ class EntityRegistry:
         return chosen
 
 
-def load_registry(entities: Any = None, connections: Any = None) -> EntityRegistry:
-    """The built-in entities with dlt config's (or the given) entities and connections over them."""
+def load_registry(entities: Any = None, connections: Any = None,
+                  file_fields: Optional[Mapping[str, Mapping]] = None) -> EntityRegistry:
+    """The built-in entities with dlt config's (or the given) entities and connections over them.
+    ``file_fields``: connection id -> table -> field names, from a connections file
+    (``connections_file.py``), over dlt config's for the same connection."""
     if entities is None:
         entities = dlt.config.get(ENTITIES_KEY)
     if connections is None:
         connections = dlt.config.get(CONNECTIONS_KEY)
+    if file_fields:
+        connections = dict(_mapping(connections, CONNECTIONS_KEY))
+        for connection_id, tables in file_fields.items():
+            own = dict(_mapping(_mapping(connections.get(connection_id), CONNECTIONS_KEY).get("entities"),
+                                CONNECTIONS_KEY))
+            connections[connection_id] = {"entities": {**own, **tables}}
     merged = dict(ENTITIES)
     for table, body in _mapping(entities, ENTITIES_KEY).items():
         where = f"{ENTITIES_KEY}.{table}"

@@ -9,6 +9,7 @@
     │   ├── NotFound                404 NOT_FOUND
     │   ├── RepeatedCursor          the API handed back a cursor it already gave
     │   ├── MalformedResponse       a 2xx whose body breaks the contract
+    │   ├── SystemOffline           GET /api/v1/connection says the system is offline
     │   └── RetriesExhausted        a retriable error outlived the retry budget
     └── RetriableError              wait and try again
         ├── RateLimited             429 RATE_LIMIT_EXCEEDED (carries Retry-After)
@@ -99,6 +100,11 @@ class RepeatedCursor(FatalError):
 
 class MalformedResponse(FatalError):
     hint = "The API answered with a body that breaks the contract; report it to Makini with the request id."
+
+
+class SystemOffline(FatalError):
+    hint = ("The customer's system behind this connection is down; the run skips it, and a later run "
+            "picks it up from its bookmark once Makini reports it active again.")
 
 
 class RetriesExhausted(FatalError):

@@ -140,8 +140,17 @@ class Spool:
         return base, pages, good
 
     def load(self, base: dict) -> list[SpooledPage]:
-        """The pages spooled since ``base`` (the walk's position in dlt state); [] if stale."""
+        """The pages spooled since ``base`` (the walk's position in dlt state); [] if stale.
+
+        A stretch that ended before pages its feed had fetched ahead (the
+        extraction was full) leaves them here; the next stretch starts from a
+        cursor among them and takes the rest instead of fetching them again.
+        """
         found, pages, good = self._read()
+        if found is not None and found != base and base.get("cursor") is not None and \
+                {**found, "cursor": None} == {**base, "cursor": None}:
+            self.trim(base)
+            found, pages, good = self._read()
         if found is None or found != base:
             self.clear()
             return []
@@ -181,6 +190,10 @@ class Spool:
             return
         base, pages, _ = self._read()
         if base is None:
+            return
+        if committed.get("cursor") is None:  # a walk paused before its first page: nothing was loaded
+            if base != committed:
+                self.clear()
             return
         cursors = [header["cursor"] for header, _ in pages]
         if committed.get("cursor") not in cursors:

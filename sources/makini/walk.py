@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import email.utils
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterator, Optional
@@ -26,7 +26,8 @@ from .client import raise_for_makini_error
 from .connections import Connection
 from .errors import InvalidCursor
 from .paginator import MakiniCursorPaginator
-from .prefetch import prefetched
+from .fleet import Fleet, next_page
+from .page_feed import END
 from .spool import Spool, SpooledPage
 from .column_kinds import ARROW_CAST_ERRORS, ColumnKinds, schema_change_rows
 from .records import PageConverter
@@ -71,10 +72,10 @@ class EntityWalk:
     # (connection, table) -> {id: updated_at} the destination stores: a backfill skips those versions (reconcile)
     stored_versions: Optional[dict] = None
     dry_run: bool = False  # nothing is yielded: a record seen twice needs no new package
+    fleet: Fleet = field(default_factory=Fleet)  # the extraction's walks side by side (fleet.py)
 
     def __post_init__(self) -> None:
         self.hints = entity_hints(self.entity)
-        self.collector = _collector()
         self.kinds = ColumnKinds()
 
     def learn_kinds(self, schema_tables: dict, stored: Optional[dict] = None) -> None:
@@ -105,10 +106,6 @@ class EntityWalk:
         if self.budget.exhausted:
             self.report.unfinished.add((connection_id, entity.table))
             return
-        bound = connection.completeness(self.lookback)  # read before the first page: it bounds what the walk sees
-        bound = bound.or_last_known(state.get("completeness_bound"))
-        if bound.synced_at is not None:
-            state["completeness_bound"] = iso_ms(bound.synced_at)
         saved = state.get("walk")
         from_scratch = bool(saved.get("backfill")) if saved else self.backfill
         bookmark = Bookmark() if from_scratch else Bookmark.from_state(state)
@@ -130,11 +127,12 @@ class EntityWalk:
             # (a spool replays pages fetched before, which miss what was published since)
             self.report.started_whole.add(walk_key)
         converter = PageConverter(entity, connection_id, documents=self.documents, kinds=self.kinds)
-        progress = f"{entity.table} {connection_id}"
         batches = Batches(self.hints)
 
-        def pages() -> Iterator[SpooledPage]:
-            """Spooled pages first, then live ones, each spooled before it is used."""
+        def fetched() -> Iterator[Any]:
+            """The completeness bound (read before the first page: it bounds what the
+            walk sees), then spooled pages, then live ones, each spooled before it is used."""
+            yield connection.completeness(self.lookback)
             yield from replay
             if replay and resume is None:
                 return  # the last page was already spooled
@@ -151,63 +149,84 @@ class EntityWalk:
                     spool.append(spooled)
                 yield spooled
 
-        in_package: set = set()  # ids this stretch yielded: one version per key in a package
-        position = base["cursor"]  # the cursor that fetched the page in hand
-        for page in prefetched(pages):
-            next_cursor, total_count, request_id = page.cursor, page.total_count, page.request_id
-            if watermark is None:
-                watermark = Watermark(bookmark, bound.cap(server_time(page.date)))
-            if self.collect_versions:
-                self.report.saw_versions(connection_id, entity.table, served_versions(page.records, entity))
-            if isinstance(page.records, pa.Table):
-                records = skip.drop_loaded(page.records, entity.primary_key, entity.updated_at)
-                tables = converter.convert_arrow(records, request_id)
-                seen = page.records.num_rows
-            else:
-                fresh = [
-                    r for r in page.records
-                    if not (isinstance(r, dict) and skip.already_loaded(
-                        str(r.get(entity.primary_key)), r.get(entity.updated_at)))
-                ]
-                tables = converter.convert(fresh, request_id)
-                seen = len(page.records)
-            self.report.paths[conversion_path(page.path, converter)] += 1
-            changes = self.kinds.take_changes()
-            if changes:
-                self.report.schema_changed(changes)
-                yield schema_change_rows(changes)
-            main = tables[entity.table]
-            ids = main[ID_COLUMN].to_pylist() if ID_COLUMN in main.column_names else []
-            if position is not None and not self.dry_run and not in_package.isdisjoint(ids):
-                # A record changed while the walk paged came round again: the package
-                # ends before this page, so the next one holds the newer version and no
-                # load ever sees one key twice (a MySQL merge fails on that).
-                yield from batches.flush()
-                state["walk"] = {"cursor": position, "backfill": from_scratch, **watermark.to_state()}
-                self.report.unfinished.add((connection_id, entity.table))
-                return
-            in_package.update(ids)
-            position = next_cursor
-            watermark.observe(tables[entity.table])
-            self.report.page(connection_id, entity.table, tables[entity.table].num_rows)
-            if self.fence is not None:
-                tables = self.fence(entity, tables)
-            self.report.unchanged[(connection_id, entity.table)] += seen - tables[entity.table].num_rows
-            self.collector.update(progress, inc=seen, total=total_count)
-            for name, table in tables.items():
-                self.budget.spend(table.num_rows)
-                yield from batches.add(name, table)
-            if next_cursor and self.budget.exhausted:
-                yield from batches.flush()
-                state["walk"] = {"cursor": next_cursor, "backfill": from_scratch, **watermark.to_state()}
-                self.report.unfinished.add((connection_id, entity.table))
-                return
-        yield from batches.flush()
-        state.pop("walk", None)
-        if watermark is not None:
-            state.update(watermark.next_bookmark().to_state())
-        if walk_key in self.report.started_whole:
-            self.report.walked_whole.add(walk_key)
+        def pause(cursor: Optional[str]) -> Iterator[Any]:
+            """End this stretch before the page ``cursor`` fetches; the next extraction goes on from it."""
+            assert watermark is not None  # a stretch pauses after its first page
+            yield from batches.flush()
+            state["walk"] = {"cursor": cursor, "backfill": from_scratch, **watermark.to_state()}
+            self.report.unfinished.add(walk_key)
+
+        feed = self.fleet.feed(fetched)
+        try:
+            bound = yield from next_page(feed)
+            bound = bound.or_last_known(state.get("completeness_bound"))
+            if bound.synced_at is not None:
+                state["completeness_bound"] = iso_ms(bound.synced_at)
+            in_package: set = set()  # ids this stretch yielded: one version per key in a package
+            position = base["cursor"]  # the cursor that fetched the page in hand
+            while True:
+                page = yield from next_page(feed)
+                if page is END:
+                    break
+                if self.budget.exhausted:
+                    # other walks filled the package while this page was on its way: it is
+                    # spooled, and the next stretch starts with it
+                    if watermark is None:  # the walk's first page: the next stretch starts the walk with it
+                        watermark = Watermark(bookmark, bound.cap(server_time(page.date)))
+                    yield from pause(position)
+                    return
+                next_cursor, request_id = page.cursor, page.request_id
+                if watermark is None:
+                    watermark = Watermark(bookmark, bound.cap(server_time(page.date)))
+                if self.collect_versions:
+                    self.report.saw_versions(connection_id, entity.table, served_versions(page.records, entity))
+                if isinstance(page.records, pa.Table):
+                    records = skip.drop_loaded(page.records, entity.primary_key, entity.updated_at)
+                    tables = converter.convert_arrow(records, request_id)
+                    seen = page.records.num_rows
+                else:
+                    fresh = [
+                        r for r in page.records
+                        if not (isinstance(r, dict) and skip.already_loaded(
+                            str(r.get(entity.primary_key)), r.get(entity.updated_at)))
+                    ]
+                    tables = converter.convert(fresh, request_id)
+                    seen = len(page.records)
+                self.report.paths[conversion_path(page.path, converter)] += 1
+                changes = self.kinds.take_changes()
+                if changes:
+                    self.report.schema_changed(changes)
+                    yield schema_change_rows(changes)
+                main = tables[entity.table]
+                ids = main[ID_COLUMN].to_pylist() if ID_COLUMN in main.column_names else []
+                if position is not None and not self.dry_run and not in_package.isdisjoint(ids):
+                    # A record changed while the walk paged came round again: the package
+                    # ends before this page, so the next one holds the newer version and no
+                    # load ever sees one key twice (a MySQL merge fails on that).
+                    yield from pause(position)
+                    return
+                in_package.update(ids)
+                position = next_cursor
+                watermark.observe(tables[entity.table])
+                self.report.page(connection_id, entity.table, tables[entity.table].num_rows)
+                if self.fence is not None:
+                    tables = self.fence(entity, tables)
+                self.report.unchanged[(connection_id, entity.table)] += seen - tables[entity.table].num_rows
+                self.fleet.progress.records(seen)
+                for name, table in tables.items():
+                    self.budget.spend(table.num_rows)
+                    yield from batches.add(name, table)
+                if next_cursor and self.budget.exhausted:
+                    yield from pause(next_cursor)
+                    return
+            yield from batches.flush()
+            state.pop("walk", None)
+            if watermark is not None:
+                state.update(watermark.next_bookmark().to_state())
+            if walk_key in self.report.started_whole:
+                self.report.walked_whole.add(walk_key)
+        finally:
+            self.fleet.close(feed)
 
 
 def conversion_path(parsed: str, converter: PageConverter) -> str:
@@ -317,13 +336,3 @@ def server_time(value: Optional[str]) -> Optional[datetime]:
         return email.utils.parsedate_to_datetime(value).astimezone(timezone.utc)
     except (TypeError, ValueError):
         return None
-
-
-def _collector() -> Any:
-    """The running pipeline's progress collector (a no-op one outside a pipeline)."""
-    try:
-        return dlt.current.pipeline().collector
-    except Exception:  # noqa: BLE001 - no active pipeline (e.g. iterating the source directly)
-        from dlt.common.runtime.collector import NULL_COLLECTOR
-
-        return NULL_COLLECTOR

@@ -1,0 +1,184 @@
+"""One connection's rate budget: pace its requests instead of running into 429s.
+
+Makini limits each connection per time window and does not publish the
+numbers. Responses may say ``X-RateLimit-Limit`` and ``X-RateLimit-Remaining``
+(some servers also ``X-RateLimit-Reset``), and a 429 says ``Retry-After``. The
+pacer, shared by every walk of one connection (and by nothing else, so one
+connection's limit never slows another), keeps three rules:
+
+- never more requests in flight than the window has left (``Remaining``);
+- after a 429 or an exhausted window, nobody sends until the window resets
+  (``Retry-After``, ``X-RateLimit-Reset``);
+- once the window's length is known (configured, or learned from two resets),
+  at most ``Limit`` requests in any window's length, a moving window kept by
+  the ``limits`` library, which never holds a lock while a caller waits.
+
+Waiting happens outside every lock, in the caller's thread, and wakes when the
+walk is cancelled (``cancellation.py``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from limits import RateLimitItemPerSecond
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
+
+from . import cancellation
+from .errors import ConfigurationError
+
+_BUDGET = re.compile(r"^\s*(\d+)\s*(?:/|per)\s*(\d*\.?\d*)\s*(s|sec|second|seconds|m|min|minute|minutes)\s*$")
+
+
+@dataclass(frozen=True)
+class RateBudget:
+    """``requests`` per ``window_seconds``, as a connection's plan allows."""
+
+    requests: int
+    window_seconds: float
+
+    @classmethod
+    def parse(cls, text: Any, where: str) -> "RateBudget":
+        """``"600/min"``, ``"10/5s"``, ``"100 per 60 seconds"``."""
+        match = _BUDGET.match(str(text).lower())
+        count = float(match.group(2) or 1) if match else 0.0
+        if not match or int(match.group(1)) < 1 or count <= 0:
+            raise ConfigurationError(
+                f'{where}: rate limit {text!r} is not understood; write requests per window of more than '
+                f'zero, e.g. "600/min" or "10/5s"')
+        unit = 60.0 if match.group(3).startswith("m") else 1.0
+        return cls(int(match.group(1)), count * unit)
+
+    def __str__(self) -> str:
+        return f"{self.requests}/{self.window_seconds:g}s"
+
+
+class Pacer:
+    """The rate budget of one connection, learned from its responses."""
+
+    def __init__(self, budget: Optional[RateBudget] = None, clock: Any = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._permits: Optional[int] = None  # requests the window has left, less those in flight
+        self._closed_until = 0.0  # no request before this moment (a 429, an exhausted window)
+        self._probing = False  # one request may ask whether a window of unknown end has reset
+        self._resets: list[float] = []  # moments windows were seen to reset, to learn their length
+        self._window: Optional[tuple[MovingWindowRateLimiter, RateBudget]] = None
+        self.limit: Optional[int] = None
+        self.waited_seconds = 0.0
+        self.sent = 0
+        self.refused = 0
+        if budget is not None:
+            self._use(budget)
+
+    @property
+    def budget(self) -> Optional[RateBudget]:
+        return self._window[1] if self._window else None
+
+    def before_request(self) -> None:
+        """Wait until the connection's budget allows one more request."""
+        while True:
+            wait = self._admit()
+            if wait <= 0:
+                return
+            if cancellation.cancelled():
+                raise cancellation.Cancelled("the walk ended while its request waited for the rate budget")
+            started = self._clock()
+            cancellation.sleep(min(wait, 1.0))
+            self.waited_seconds += self._clock() - started
+
+    def after_response(self, status: int, headers: Any) -> None:
+        """Learn from a response (or note a request that got none: ``status`` 0)."""
+        now = self._clock()
+        limit, remaining = _int(headers.get("X-RateLimit-Limit")), _int(headers.get("X-RateLimit-Remaining"))
+        reset = _float(headers.get("X-RateLimit-Reset"))
+        retry_after = _float(headers.get("Retry-After")) if status == 429 else None
+        with self._lock:
+            self._in_flight = max(0, self._in_flight - 1)
+            self._probing = False
+            if limit is not None and limit > 0:
+                self.limit = limit
+            if status == 429:
+                self.refused += 1
+                wait = retry_after if retry_after is not None else reset
+                self._close_until(now + (wait if wait is not None else 1.0))
+                self._permits = 0
+                return
+            if remaining is not None:
+                self._permits = remaining - self._in_flight
+                if remaining == 0 and reset is not None:
+                    self._close_until(now + reset)
+            elif status:
+                self._permits = None
+
+    def _admit(self) -> float:
+        """Take a turn (0) or say how long to wait before asking again."""
+        now = self._clock()
+        with self._lock:
+            if now < self._closed_until:
+                return self._closed_until - now
+            if self._permits is not None and self._permits <= 0:
+                if self._probing or self._in_flight:
+                    return 0.05  # a request in flight will tell whether the window reset
+                self._probing = True  # ask once: the answer carries Remaining or Retry-After
+            elif self._window is not None:
+                limiter, budget = self._window
+                item = _window_item(budget)
+                if not limiter.hit(item, "requests"):
+                    reset_at, _ = limiter.get_window_stats(item, "requests")
+                    return max(0.01, reset_at - time.time())
+            if self._permits is not None:
+                self._permits -= 1
+            self._in_flight += 1
+            self.sent += 1
+            return 0.0
+
+    def _close_until(self, moment: float) -> None:
+        if moment > self._closed_until:
+            self._closed_until = moment
+            self._learn_window(moment)
+
+    def _learn_window(self, reset: float) -> None:
+        """Two resets of a fixed window, a whole number of windows apart, give its length:
+        the shortest gap, checked against the next one before it is trusted."""
+        if self._window is not None and self._window[1].requests == self.limit:
+            return
+        if self._resets and reset - self._resets[-1] < 1.5:
+            return  # the same reset, told by another response (Retry-After is in whole seconds)
+        self._resets.append(reset)
+        if len(self._resets) < 3 or self.limit is None:
+            return
+        gaps = [b - a for a, b in itertools.pairwise(self._resets)]
+        length = min(gaps)
+        if all(abs(g / length - round(g / length)) < 0.1 for g in gaps):
+            self._use(RateBudget(self.limit, math.ceil(length)))
+
+    def _use(self, budget: RateBudget) -> None:
+        self._window = (MovingWindowRateLimiter(MemoryStorage()), budget)
+        self.limit = budget.requests
+
+
+def _window_item(budget: RateBudget) -> Any:
+    return RateLimitItemPerSecond(budget.requests, max(1, math.ceil(budget.window_seconds)))
+
+
+def _int(value: Any) -> Optional[int]:
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _float(value: Any) -> Optional[float]:
+    try:
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
