@@ -76,11 +76,12 @@ def handle(state: SandboxState, method: str, path: str, query: str, conn: Connec
     return resp
 
 
-def rate_limit_headers(decision: RateDecision) -> list[tuple[str, str]]:
+def rate_limit_headers(decision: RateDecision, with_reset: bool = True) -> list[tuple[str, str]]:
     """`X-RateLimit-Reset` (whole seconds until the window ends) is a sandbox extra: the
-    contract names only Limit and Remaining, and a real server may omit all three."""
-    return [("X-RateLimit-Limit", str(decision.limit)), ("X-RateLimit-Remaining", str(decision.remaining)),
-            ("X-RateLimit-Reset", str(decision.reset))]
+    contract names only Limit and Remaining, and a real server may omit all three
+    (`set_rate_limit(..., reset_header=False)` leaves it out)."""
+    headers = [("X-RateLimit-Limit", str(decision.limit)), ("X-RateLimit-Remaining", str(decision.remaining))]
+    return headers + [("X-RateLimit-Reset", str(decision.reset))] if with_reset else headers
 
 
 def _handle(state: SandboxState, method: str, conn: Connection | None, path: str, query: str,
@@ -90,7 +91,7 @@ def _handle(state: SandboxState, method: str, conn: Connection | None, path: str
     now = state.clock.now_ms()
     if fault in ("429", *_REASONS):
         # Injected faults use no budget; a known connection's answer still shows its budget.
-        headers = rate_limit_headers(state.limiter.peek(conn.id, now)) if conn else []
+        headers = rate_limit_headers(state.limiter.peek(conn.id, now), state.rate_reset_header) if conn else []
         if fault == "429":
             retry = state.faults.settings.retry_after
             return error(429, "RATE_LIMIT_EXCEEDED", f"rate limit exceeded (injected); retry after {retry} s",
@@ -100,7 +101,7 @@ def _handle(state: SandboxState, method: str, conn: Connection | None, path: str
     if conn is None:
         return error(401, "UNAUTHORIZED", "missing or invalid bearer token", request_id), None
     decision = state.limiter.check(conn.id, now)
-    rl_headers = rate_limit_headers(decision)
+    rl_headers = rate_limit_headers(decision, state.rate_reset_header)
     if not decision.allowed:
         return error(429, "RATE_LIMIT_EXCEEDED",
                      f"rate limit of {decision.limit} requests per {decision.window_seconds:g} s exceeded "

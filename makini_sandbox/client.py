@@ -99,14 +99,16 @@ class SandboxControl:
         return self._call("POST", "connection-status", json={"connection_id": connection_id, "status": status})
 
     def set_rate_limit(self, per_window: int, window_seconds: float = 60.0,
-                       connection_id: str | None = None) -> dict:
+                       connection_id: str | None = None, reset_header: bool | None = None) -> dict:
         """`per_window` requests per `window_seconds` (fixed windows on the sandbox clock).
         Without `connection_id`, for every connection: per-connection limits are dropped
         and every window restarts. With it, for that connection only (its window
         restarts). `set_rate_limit(n)` is n per minute, as it always was. Returns the
-        limits in force: {"per_window", "window_seconds", "connections": {id: {...}}}."""
+        limits in force: {"per_window", "window_seconds", "connections": {id: {...}}}.
+        `reset_header=False`: answer without X-RateLimit-Reset, as servers that send
+        only the contract's Limit and Remaining do (None: as it was)."""
         return self._call("POST", "rate-limit", json={"per_window": per_window, "window_seconds": window_seconds,
-                                                      "connection_id": connection_id})
+                                                      "connection_id": connection_id, "reset_header": reset_header})
 
     def set_latency(self, latency_ms: float, connection_id: str | None = None) -> dict:
         """Delay every API response (not control calls) by `latency_ms`. Without

@@ -13,7 +13,7 @@ the same envelope as the public API.
 | POST / DELETE | /_sandbox/faults | FaultSettings fields / clears |
 | POST | /_sandbox/connection-status | connection_id, status |
 | POST | /_sandbox/total-count | connection_id, enabled |
-| POST | /_sandbox/rate-limit | per_window, window_seconds (default 60), connection_id (optional); or per_minute |
+| POST | /_sandbox/rate-limit | per_window, window_seconds (default 60), connection_id (optional), reset_header (optional bool: send X-RateLimit-Reset); or per_minute |
 | POST | /_sandbox/latency | latency_ms, connection_id (optional) |
 | POST | /_sandbox/clock | advance_seconds |
 | POST | /_sandbox/reset | (regenerates all data from the seed) |
@@ -99,8 +99,8 @@ def _dispatch(state: SandboxState, method: str, what: str, params: dict, args: d
     if (method, what) == ("POST", "rate-limit"):
         if "per_window" in args:
             return state.set_rate_limit(args["per_window"], float(args.get("window_seconds", 60.0)),
-                                        args.get("connection_id"))
-        return state.set_rate_limit(args["per_minute"], 60.0, args.get("connection_id"))
+                                        args.get("connection_id"), args.get("reset_header"))
+        return state.set_rate_limit(args["per_minute"], 60.0, args.get("connection_id"), reset_header=True)
     if (method, what) == ("POST", "latency"):
         return state.set_latency(float(args["latency_ms"]), args.get("connection_id"))
     if (method, what) == ("POST", "clock"):

@@ -136,6 +136,7 @@ class SandboxState:
         self.cursors = CursorCodec(f"{seed}".encode())
         self.faults = FaultInjector()
         self.limiter = RateLimiter(rate_limit_per_minute, rate_window_seconds)
+        self.rate_reset_header = True  # X-RateLimit-Reset, a sandbox extra (api.rate_limit_headers)
         self.latency = Latency(latency_ms)
         self.counter = RequestCounter()
         self.webhooks = WebhookDispatcher()
@@ -441,7 +442,7 @@ class SandboxState:
         self.webhooks.close()
 
     def set_rate_limit(self, per_window: int, window_seconds: float = 60.0,
-                       connection_id: str | None = None) -> dict:
+                       connection_id: str | None = None, reset_header: bool | None = None) -> dict:
         """`per_window` requests per `window_seconds`, for every connection (dropping
         per-connection limits) or for one; returns the limits now in force."""
         if connection_id is not None:
@@ -450,6 +451,8 @@ class SandboxState:
             self.limiter.set_limit(per_window, window_seconds, connection_id)
         except ValueError as exc:
             raise ControlError("INVALID_PARAMETER", str(exc)) from None
+        if reset_header is not None:
+            self.rate_reset_header = bool(reset_header)
         return self.limiter.describe()
 
     def set_latency(self, latency_ms: float, connection_id: str | None = None) -> dict:

@@ -2,7 +2,8 @@
 
 from makini_sync.destinations.profiles import make_pipeline
 from sources.makini import makini_source
-from sources.makini.report import SyncReport
+from sources.makini.options import SourceOptions
+from sources.makini.walk_outcomes import WalkOutcomes
 from makini_sync.workers.naming import sync_pipeline_name
 from tests.sync_support import FAST_RETRIES, assert_exact, duckdb_profile, mutating, sync
 
@@ -27,15 +28,15 @@ def test_expired_cursor_restarts_from_the_walks_bookmark(fresh_sandbox, tmp_path
     db = tmp_path / "w.duckdb"
     profile = duckdb_profile(db)
     pipeline = make_pipeline(profile, SYNC_PIPELINE)
-    report = SyncReport()
+    outcomes = WalkOutcomes()
     # one bounded load, as if the run had been stopped after it
     source = makini_source(base_url=fresh_sandbox.base_url, api_token=fresh_sandbox.tokens,
-                           entities=["purchase_orders"], report=report, retry_policy=FAST_RETRIES,
-                           max_rows_per_load=800)
+                           entities=["purchase_orders"],
+                           options=SourceOptions(outcomes=outcomes, retry_policy=FAST_RETRIES, max_rows_per_load=800))
     pipeline.extract(source, loader_file_format="parquet")
     pipeline.normalize()
     pipeline.load()
-    assert report.unfinished, "the first load should have left walks to resume"
+    assert outcomes.unfinished, "the first load should have left walks to resume"
     walk = pipeline.state["sources"]["makini"]["resources"]["purchase_orders"]["bookmarks"]
     assert any("walk" in s for s in walk.values())
     fresh_sandbox.control.advance_clock(25 * 3600)  # saved cursors are now past 24 h
@@ -55,7 +56,7 @@ def test_a_kill_between_normalize_commit_and_cleanup_is_mended(fresh_sandbox, tm
     db = tmp_path / "w.duckdb"
     pipeline = make_pipeline(duckdb_profile(db), SYNC_PIPELINE)
     source = makini_source(base_url=fresh_sandbox.base_url, api_token=fresh_sandbox.tokens,
-                           entities=["vendors"], report=SyncReport(), retry_policy=FAST_RETRIES)
+                           entities=["vendors"], options=SourceOptions(retry_policy=FAST_RETRIES))
     pipeline.extract(source, loader_file_format="parquet")
     (load_id,) = pipeline.list_extracted_load_packages()
     extracted = Path(pipeline.working_dir) / "normalize" / "extracted" / load_id
@@ -82,7 +83,7 @@ def test_a_kill_while_dlt_creates_its_load_storage_is_mended(fresh_sandbox, tmp_
     db = tmp_path / "w.duckdb"
     pipeline = make_pipeline(duckdb_profile(db), SYNC_PIPELINE)
     source = makini_source(base_url=fresh_sandbox.base_url, api_token=fresh_sandbox.tokens,
-                           entities=["vendors"], report=SyncReport(), retry_policy=FAST_RETRIES)
+                           entities=["vendors"], options=SourceOptions(retry_policy=FAST_RETRIES))
     pipeline.extract(source, loader_file_format="parquet")
     load = Path(pipeline.working_dir) / "load"
     (load / "new").mkdir(parents=True)  # what dlt made before the kill

@@ -10,6 +10,7 @@ import pytest
 from makini_sandbox import Sandbox
 from makini_sync.run.own_pipeline import sync_in_pipeline
 from sources.makini import makini_source
+from sources.makini.options import SourceOptions
 from tests.sync_support import FAST_RETRIES, assert_exact, line_counts
 
 SIZES = {"purchase-orders": 120, "work-orders": 10, "assets": 10, "inventory-items": 10, "vendors": 10}
@@ -30,10 +31,10 @@ def test_own_pipeline_keeps_line_items_exact_where_a_plain_run_does_not(shape, t
         for _ in range(2):  # a first sync, then one after orders changed their lines
             result = sync_in_pipeline(own, **settings)
             assert result.ok, result.report.failures
-            plain.run(makini_source(**settings))
+            plain.run(makini_source(sandbox.base_url, sandbox.tokens, options=SourceOptions(retry_policy=FAST_RETRIES)))
             sandbox.control.mutate(sandbox.connections[0]["id"], "purchase-orders", update=0.5, seed=5)
         assert sync_in_pipeline(own, **settings).ok
-        plain.run(makini_source(**settings))
+        plain.run(makini_source(sandbox.base_url, sandbox.tokens, options=SourceOptions(retry_policy=FAST_RETRIES)))
 
         assert_exact(own_db, sandbox)  # orders and their line counts equal the API's
         connection = sandbox.connections[0]["id"]

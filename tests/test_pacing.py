@@ -73,3 +73,18 @@ def test_rate_budgets_are_written_as_requests_per_window(text, budget):
 def test_a_budget_that_is_not_understood_says_what_to_write(text):
     with pytest.raises(ConfigurationError, match=r'connection x: .*"600/min"'):
         RateBudget.parse(text, "connection x")
+
+
+def test_once_the_window_is_learned_a_spent_window_waits_for_the_predicted_reset_unasked():
+    clock = Clock()
+    pacer = Pacer(clock=clock)
+    for at in (0.0, 5.0):  # two spent windows, each found out by one 429
+        clock.now = 1000.0 + at
+        assert pacer._admit() == 0
+        pacer.after_response(429, {"Retry-After": "2", "X-RateLimit-Limit": "10", "X-RateLimit-Remaining": "0"})
+    assert pacer.budget == RateBudget(10, 5)
+    clock.now = 1012.5  # a third window (it began at 1012) is spent by a request that got its answer
+    assert pacer._admit() == 0
+    pacer.after_response(200, {"X-RateLimit-Limit": "10", "X-RateLimit-Remaining": "0"})
+    assert pacer._admit() == pytest.approx(4.5)  # until 1017, with no 429 to find out
+    assert pacer.refused == 2

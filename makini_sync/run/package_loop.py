@@ -4,6 +4,7 @@ and again while walks are unfinished."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections import Counter
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -12,7 +13,8 @@ import dlt
 
 from sources.makini import makini_source
 from sources.makini.dlt_seam import source_resources_state
-from sources.makini.report import SyncReport
+from sources.makini.options import SourceOptions
+from sources.makini.walk_outcomes import WalkOutcomes
 from sources.makini.settings import Entity
 from sources.makini.spool import settle_spools
 from sources.makini.walk import committed_positions
@@ -45,14 +47,16 @@ class PackageLoop:
         profile: Profile,
         entities: Sequence[Entity],
         source_args: dict[str, Any],
-        report: SyncReport,
+        options: SourceOptions,
         spool_root: Path,
         full_refresh: bool = False,
         locks: Optional[WriterLocks] = None,
         connection_ids: Sequence[str] = (),
     ) -> None:
         self.pipeline, self.profile, self.entities = pipeline, profile, list(entities)
-        self.source_args, self.report, self.spool_root = source_args, report, spool_root
+        self.source_args, self.options, self.spool_root = source_args, options, spool_root
+        assert options.outcomes is not None  # the run goes on from what the extractions left
+        self.outcomes: WalkOutcomes = options.outcomes
         self.full_refresh = full_refresh
         self.locks, self.connection_ids = locks, list(connection_ids)
         self.tables = [name for e in entities for name in e.tables]
@@ -64,7 +68,7 @@ class PackageLoop:
         self.stored_kinds: dict = {}  # column types at the destination before the run
 
     def run(self) -> None:
-        only: Optional[set] = None
+        only: Optional[frozenset] = None
         if self.full_refresh:
             with self._load_lock():
                 refresh_own_rows(self.pipeline, self.profile, self.entities, self.connection_ids)
@@ -78,15 +82,15 @@ class PackageLoop:
                         loading, self.after = None, self._tidy(schema_ahead=True)
                 self.pipeline.normalize()
                 self.loaded.update(normalized_row_counts(self.pipeline))
-                if self.report.unfinished and not self.fenced and not self.profile.documents:
+                if self.outcomes.unfinished and not self.fenced and not self.profile.documents:
                     loading = BackgroundLoad(self.pipeline, self.profile.load_workers, around=self._load_lock)
                 else:
                     with self._load_lock():
                         self.profile.load(self.pipeline)
                         self.after = self._tidy()
-                if not self.report.unfinished:
+                if not self.outcomes.unfinished:
                     return
-                only, self.report.unfinished = set(self.report.unfinished), set()
+                only = self.outcomes.take_unfinished()
         finally:
             if loading is not None:  # a failure meanwhile: never close the database under a load
                 loading.join()
@@ -95,7 +99,7 @@ class PackageLoop:
         """The dataset's load lock (``integrity/locking.py``) around a load and its tidying."""
         return self.locks.loading() if self.locks is not None else contextlib.nullcontext()
 
-    def _extract(self, only: Optional[set]) -> None:
+    def _extract(self, only: Optional[frozenset]) -> None:
         """One extraction; the first one learns what the destination holds."""
         first = only is None
         with destination_session(self.pipeline, self.profile, fenced_table_names(self.entities), first,
@@ -106,8 +110,9 @@ class PackageLoop:
                 # after a full refresh this worker's rows are gone, and its connections' locks keep others out
                 self.fenced = set() if self.full_refresh else self.existing
                 self.stored_kinds = session.column_kinds(self.tables)
-            source = makini_source(**self.source_args, fence=session.fence(self.fenced), only=only,
-                                   stored_kinds=self.stored_kinds)
+            options = dataclasses.replace(self.options, fence=session.fence(self.fenced), only=only,
+                                          stored_kinds=self.stored_kinds)
+            source = makini_source(**self.source_args, options=options)
             self.pipeline.extract(source, loader_file_format=self.profile.loader_file_format)
 
     def _tidy(self, schema_ahead: bool = False) -> dict[str, int]:

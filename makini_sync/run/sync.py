@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import ctypes
 import logging
 import time
@@ -32,6 +33,8 @@ from makini_sync.run.run_database import RunDatabase
 from makini_sync.observe.sync_runs import record_sync_run, run_rows
 from makini_sync.run.worker_connections import identified_connections
 from sources.makini.fleet import DEFAULT_CONCURRENCY
+from sources.makini.options import SourceOptions
+from sources.makini.walk_outcomes import WalkOutcomes
 from makini_sync.workers.naming import sync_pipeline_name, sync_pipeline_prefix
 from makini_sync.workers.selection import WorkerSelection
 from makini_sync.workers.state_adoption import adopt_bookmarks, forget_departed
@@ -59,6 +62,7 @@ class SyncResult:
     lock_wait_seconds: float = 0.0  # waiting for other writers' locks
     adopted: int = 0  # bookmarks taken over from other pipelines of the dataset (workers/state_adoption.py)
     labels: dict[str, str] = field(default_factory=dict)  # connection id -> its name in a connections file
+    walked_whole: frozenset = frozenset()  # (connection, table) walked from first page to last (reconcile)
 
     @property
     def ok(self) -> bool:
@@ -123,21 +127,13 @@ def run_sync(
     lookback_setting(dlt.config.get("sources.makini.lookback_seconds"))  # and a bad lookback
     chosen = registry.resolve(entities)
     report = SyncReport()
-    source_args: dict[str, Any] = {
-        "entities": [e.table for e in chosen],
-        "report": report,
-        "max_rows_per_load": rows_per_load,
-        "documents": profile.documents,
-        "backfill": backfill,
-        "registry": registry,
-        "text_without_nul": profile.text_without_nul,
-        "collect_versions": collect_versions,
-        "dry_run": dry_run,
-        "stored_versions": stored_versions,
-        "concurrency": concurrency,
-    }
-    if retry_policy is not None:
-        source_args["retry_policy"] = retry_policy
+    outcomes = WalkOutcomes()
+    options = SourceOptions(
+        report=report, retry_policy=retry_policy, max_rows_per_load=rows_per_load, documents=profile.documents,
+        backfill=backfill, registry=registry, text_without_nul=profile.text_without_nul,
+        collect_versions=collect_versions, dry_run=dry_run, stored_versions=stored_versions, concurrency=concurrency,
+        outcomes=outcomes,
+    )
 
     selection = selection or WorkerSelection()
     dataset = pipeline.dataset_name if pipeline is not None else DATASET_NAME
@@ -147,9 +143,10 @@ def run_sync(
     connections = identified_connections(base_url, api_token, selection, retry_policy or RetryPolicy(), report,
                                          concurrency, connections_file)
     if connections.fields:  # a connections file's field names, now that its connections' ids are known
-        source_args["registry"] = load_registry(file_fields=connections.fields)
-    source_args["base_url"], source_args["api_token"] = connections.base_url, connections.tokens
-    source_args["connections"] = connections.opened  # identified: the source asks no id again
+        options = dataclasses.replace(options, registry=load_registry(file_fields=connections.fields))
+    source_args = {"base_url": connections.base_url, "api_token": connections.tokens,
+                   "entities": [e.table for e in chosen],
+                   "connections": connections.opened}  # identified: the source asks no id again
     with pipeline_run_lock(name), WriterLocks(profile, dataset, holder_name(name), pipeline) as locks, \
             locks.connections(connections.ids), RunDatabase(profile if pipeline is None else None) as database:
         if pipeline is None:
@@ -157,7 +154,7 @@ def run_sync(
             pipeline = make_pipeline(database.profile, name, dataset, progress=progress)
         spool_root = Path(pipeline.working_dir) / "makini_spool"
         if checkpoints and not dry_run:
-            source_args["spool_root"] = str(spool_root)
+            options = dataclasses.replace(options, spool_root=str(spool_root))
         with locks.loading():
             pipeline = finish_pending_loads(pipeline, profile, chosen, report.set_aside)
         # after the pending loads: a run killed between committing its package
@@ -170,7 +167,7 @@ def run_sync(
         adopted = {} if full_refresh or backfill or dry_run or profile.documents else adopt_bookmarks(
             pipeline, sync_pipeline_prefix(profile.name, dataset), connections.ids, [e.table for e in chosen])
         settle_spools(spool_root, committed_positions(source_resources_state(pipeline)))
-        loop = PackageLoop(pipeline, profile, chosen, source_args, report, spool_root, full_refresh, locks,
+        loop = PackageLoop(pipeline, profile, chosen, source_args, options, spool_root, full_refresh, locks,
                            connections.ids)
         if connections.tokens:
             loop.run()
@@ -182,7 +179,7 @@ def run_sync(
                                           started_at, datetime.now(timezone.utc), selection.label))
     result = SyncResult(profile.name, report, seconds=time.monotonic() - started, pipeline_name=name,
                         connections=len(connections.tokens), lock_wait_seconds=locks.waited, adopted=len(adopted),
-                        labels=connections.labels)
+                        labels=connections.labels, walked_whole=frozenset(outcomes.walked_whole))
     unchanged: dict[str, int] = {}
     for (_, table), count in report.unchanged.items():
         unchanged[table] = unchanged.get(table, 0) + count

@@ -292,7 +292,7 @@ def _reconcile_locked(job: ReconcileJob, locks: WriterLocks, walks: Walks) -> Re
         result.fetched_records, result.fetched_pages = api.num_rows, report.pages[key]
         result.loaded = 0 if dry_run else max(api.num_rows - report.unchanged[key], 0)
         result.error = failures.get(key) or failures.get((key[0], "connection"))
-        result.complete = key in report.walked_whole and result.error is None
+        result.complete = key in synced.walked_whole and result.error is None
         if not result.complete:
             result.ghosts = 0  # unknown: a record not seen by a partial walk may be listed still
             continue  # deleting on incomplete evidence is the worst outcome

@@ -24,6 +24,7 @@ from typing import Iterable, Optional
 import dlt
 
 from sources.makini.dlt_seam import editing_source_state, source_resources_state, stored_source_state
+from sources.makini.walk_position import STATE_KEY as WALK_KEY
 
 from makini_sync.run.destination_session import is_missing_table
 from makini_sync.workers.naming import LEGACY_SYNC_PIPELINE
@@ -31,7 +32,7 @@ from makini_sync.workers.naming import LEGACY_SYNC_PIPELINE
 logger = logging.getLogger(__name__)
 
 STATE_TABLE = "_dlt_pipeline_state"
-IN_PROGRESS = "walk"  # a walk's cursor and watermark belong to the pipeline whose spool holds its pages
+IN_PROGRESS = WALK_KEY  # a walk's cursor and watermark belong to the pipeline whose spool holds its pages
 
 Found = tuple[datetime.datetime, dict, str]  # when committed, the connection's bookmark, by which pipeline
 

@@ -24,11 +24,13 @@ from .completeness import lookback_setting
 from .connections import Connection, identify_all, open_connections
 from .report import SyncReport
 from .entity_config import EntityRegistry, load_registry
-from .fleet import DEFAULT_CONCURRENCY, WAITING, Fleet, interleaved
+from .fleet import WAITING, Fleet, interleaved
 from .fleet_progress import FleetProgress
+from .options import SourceOptions
+from .walk_outcomes import WalkOutcomes
 from .settings import CONNECTION_COLUMN, ID_COLUMN
 from .settings import MERGE
-from .walk import EntityWalk, Fence, LoadBudget
+from .walk import EntityWalk, LoadBudget
 
 logger = logging.getLogger(__name__)
 
@@ -38,75 +40,45 @@ def makini_source(
     base_url: str = dlt.config.value,
     api_token: Any = dlt.secrets.value,
     entities: Optional[Sequence[str]] = None,
-    report: Optional[SyncReport] = None,
-    retry_policy: Optional[RetryPolicy] = None,
-    fence: Optional[Fence] = None,
-    max_rows_per_load: Optional[int] = None,
-    documents: bool = False,
-    only: Optional[set] = None,
-    backfill: bool = False,
-    spool_root: Optional[str] = None,
-    registry: Optional[EntityRegistry] = None,
-    stored_kinds: Optional[dict] = None,
-    text_without_nul: bool = False,
     lookback_seconds: Optional[Any] = dlt.config.value,  # validated by lookback_setting, with a message saying what to write
-    collect_versions: bool = False,
-    dry_run: bool = False,
-    stored_versions: Optional[dict] = None,
     connections: Optional[Sequence[Connection]] = None,
-    concurrency: int = DEFAULT_CONCURRENCY,
+    options: Optional[SourceOptions] = None,
 ) -> list[DltResource]:
     """Makini entities for the connections whose tokens ``api_token`` holds.
 
     ``api_token`` is one token or a list of tokens (one per connection).
-    ``fence`` (``makini_sync.integrity.fence``) drops rows the destination already holds
-    at the same or a newer version. ``max_rows_per_load`` ends the extraction
-    once that many rows are in it; unfinished walks are listed in
-    ``report.unfinished`` and resume on the next extraction. ``documents``
-    keeps child rows and nested objects inside each record (document stores).
-    ``only`` limits the walks to these (connection id, table) pairs: the
-    unfinished walks of an earlier extraction in the same run. ``backfill``
-    walks every record again, whatever the bookmark says (``reconcile``).
-    ``spool_root`` turns on page checkpoints there (``spool.py``).
-    ``registry``: the entities and each connection's field names (default: the
-    built-in entities with dlt config's over them, ``entity_config.py``).
-    ``stored_kinds``: table -> column -> type at the destination, for columns
-    the pipeline's schema lacks (``column_kinds.py``). ``text_without_nul``:
-    the destination's text cannot hold U+0000 (PostgreSQL), so such text lands
-    as UTF-8 bytes in a binary variant column. ``lookback_seconds``: how far
-    below the connection's completeness bound bookmarks stay (``completeness.py``;
-    unset: 0 while ``/sync-status`` answers, a day when it does not).
-    ``collect_versions``: note in ``report`` every (id, updated_at) seen and
-    which walks were whole (reconcile's evidence). ``dry_run``: walk and
-    report, but yield nothing and leave the bookmarks as they were.
-    ``stored_versions``: (connection, table) -> {id: updated_at} the
-    destination holds; a backfill does not load those versions again.
-    ``connections``: connections the caller opened and identified already
-    (instead of ``api_token``'s); each extraction reads their completeness
-    bound afresh. ``concurrency``: how many walks, across connections and
-    entities, wait on the network at once (``fleet.py``).
+    ``entities``: tables or path segments (default: every entity).
+    ``lookback_seconds``: how far below the connection's completeness bound
+    bookmarks stay (``completeness.py``; unset: 0 while ``/sync-status``
+    answers, a day when it does not). ``connections``: connections the caller
+    opened and identified already (instead of ``api_token``'s); each
+    extraction reads their completeness bound afresh. ``options``: what the
+    sync and reconcile tune per extraction (``options.py``).
     """
-    registry = registry if registry is not None else load_registry()
+    o = options if options is not None else SourceOptions()
+    registry = o.registry if o.registry is not None else load_registry()
     lookback = lookback_setting(lookback_seconds)
-    report = report if report is not None else SyncReport()
+    report = o.report if o.report is not None else SyncReport()
+    outcomes = o.outcomes if o.outcomes is not None else WalkOutcomes()
     if connections is not None:
         connections = [dataclasses.replace(c, bound=None) for c in connections]
     else:
-        connections = open_connections(base_url, api_token, retry_policy or RetryPolicy())
-    budget = LoadBudget(None if dry_run else max_rows_per_load)  # nothing is yielded: one extraction
+        connections = open_connections(base_url, api_token, o.retry_policy or RetryPolicy())
+    budget = LoadBudget(None if o.dry_run else o.max_rows_per_load)  # nothing is yielded: one extraction
     chosen = registry.resolve(entities)
-    fleet = Fleet(concurrency, FleetProgress(running_collector(), connections, len(connections) * len(chosen)))
+    fleet = Fleet(o.concurrency, FleetProgress(running_collector(), connections, len(connections) * len(chosen)))
+    spool_root = None if o.dry_run or not o.spool_root else Path(o.spool_root)
     return [
-        entity_resource(EntityWalk(e, report, budget, fence, documents, backfill,
-                                   None if dry_run else Path(spool_root) if spool_root else None,
-                                   text_without_nul, lookback, collect_versions, stored_versions, dry_run, fleet),
-                        connections, registry, only, stored_kinds, dry_run)
+        entity_resource(EntityWalk(e, report, budget, o.fence, o.documents, o.backfill, spool_root,
+                                   o.text_without_nul, lookback, o.collect_versions, o.stored_versions, o.dry_run,
+                                   fleet, outcomes),
+                        connections, registry, o.only, o.stored_kinds, o.dry_run)
         for e in chosen
     ]
 
 
 def entity_resource(
-    walker: EntityWalk, connections: list[Connection], registry: EntityRegistry, only: Optional[set] = None,
+    walker: EntityWalk, connections: list[Connection], registry: EntityRegistry, only: Optional[frozenset] = None,
     stored_kinds: Optional[dict] = None, dry_run: bool = False,
 ) -> DltResource:
     entity, report = walker.entity, walker.report

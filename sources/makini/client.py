@@ -338,6 +338,9 @@ def paced(send: Any, pacer: Pacer) -> Any:
         pacer.before_request()
         try:
             response = send(request, **kwargs)
+        except RateLimited as exc:  # raised by the response hook, inside send: its 429 tells the pacer
+            pacer.after_response(429, {"Retry-After": str(exc.retry_after)})
+            raise
         except BaseException:
             pacer.after_response(0, {})
             raise

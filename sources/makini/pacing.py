@@ -7,19 +7,23 @@ pacer, shared by every walk of one connection (and by nothing else, so one
 connection's limit never slows another), keeps three rules:
 
 - never more requests in flight than the window has left (``Remaining``);
-- after a 429 or an exhausted window, nobody sends until the window resets
-  (``Retry-After``, ``X-RateLimit-Reset``);
-- once the window's length is known (configured, or learned from two resets),
-  at most ``Limit`` requests in any window's length, a moving window kept by
-  the ``limits`` library, which never holds a lock while a caller waits.
+- once the window is spent (a 429, or ``Remaining`` at 0), nobody sends until
+  it resets: at ``Retry-After`` or ``X-RateLimit-Reset``, or at the next
+  reset predicted from the window's length; when neither is known, one
+  request asks (and its 429 tells);
+- a server that sends no ``Remaining`` but whose window is known (configured
+  per connection, or learned) gets at most ``Limit`` requests per window, in
+  a moving window kept by the ``limits`` library, which never holds a lock
+  while a caller waits.
 
-Waiting happens outside every lock, in the caller's thread, and wakes when the
-walk is cancelled (``cancellation.py``).
+The window's length is learned from two resets the server reported: a
+client that spends every window sees consecutive ones. Waiting happens
+outside every lock, in the caller's thread, and wakes when the walk is
+cancelled (``cancellation.py``).
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 import re
 import threading
@@ -70,7 +74,8 @@ class Pacer:
         self._permits: Optional[int] = None  # requests the window has left, less those in flight
         self._closed_until = 0.0  # no request before this moment (a 429, an exhausted window)
         self._probing = False  # one request may ask whether a window of unknown end has reset
-        self._resets: list[float] = []  # moments windows were seen to reset, to learn their length
+        self._reset_seen: Optional[float] = None  # the last moment the server said a window ends
+        self._window_seconds: Optional[float] = None  # configured or learned from two resets
         self._window: Optional[tuple[MovingWindowRateLimiter, RateBudget]] = None
         self.limit: Optional[int] = None
         self.waited_seconds = 0.0
@@ -81,7 +86,12 @@ class Pacer:
 
     @property
     def budget(self) -> Optional[RateBudget]:
-        return self._window[1] if self._window else None
+        """The connection's requests per window, as far as they are known."""
+        if self._window is not None:
+            return self._window[1]
+        if self.limit is not None and self._window_seconds is not None:
+            return RateBudget(self.limit, self._window_seconds)
+        return None
 
     def before_request(self) -> None:
         """Wait until the connection's budget allows one more request."""
@@ -116,8 +126,13 @@ class Pacer:
                 self._permits = remaining - self._in_flight
                 if remaining == 0 and reset is not None:
                     self._close_until(now + reset)
+                elif remaining == 0 and self._reset_seen is not None and self._window_seconds:
+                    passed = math.ceil((now - self._reset_seen) / self._window_seconds)
+                    self._closed_until = max(self._closed_until, self._reset_seen + passed * self._window_seconds)
             elif status:
                 self._permits = None
+                if self._window is None and self.budget is not None:
+                    self._use(self.budget)  # no Remaining to go by: a moving window of what is known
 
     def _admit(self) -> float:
         """Take a turn (0) or say how long to wait before asking again."""
@@ -129,7 +144,7 @@ class Pacer:
                 if self._probing or self._in_flight:
                     return 0.05  # a request in flight will tell whether the window reset
                 self._probing = True  # ask once: the answer carries Remaining or Retry-After
-            elif self._window is not None:
+            elif self._window is not None and self._permits is None:
                 limiter, budget = self._window
                 item = _window_item(budget)
                 if not limiter.hit(item, "requests"):
@@ -142,28 +157,17 @@ class Pacer:
             return 0.0
 
     def _close_until(self, moment: float) -> None:
-        if moment > self._closed_until:
-            self._closed_until = moment
-            self._learn_window(moment)
-
-    def _learn_window(self, reset: float) -> None:
-        """Two resets of a fixed window, a whole number of windows apart, give its length:
-        the shortest gap, checked against the next one before it is trusted."""
-        if self._window is not None and self._window[1].requests == self.limit:
-            return
-        if self._resets and reset - self._resets[-1] < 1.5:
-            return  # the same reset, told by another response (Retry-After is in whole seconds)
-        self._resets.append(reset)
-        if len(self._resets) < 3 or self.limit is None:
-            return
-        gaps = [b - a for a, b in itertools.pairwise(self._resets)]
-        length = min(gaps)
-        if all(abs(g / length - round(g / length)) < 0.1 for g in gaps):
-            self._use(RateBudget(self.limit, math.ceil(length)))
+        """No request before ``moment``, when a window the server named resets."""
+        self._closed_until = max(self._closed_until, moment)
+        last, self._reset_seen = self._reset_seen, moment
+        if last is not None and moment - last > 1.5:  # not the same reset told twice (whole seconds)
+            gap = moment - last
+            if self._window_seconds is None or gap < self._window_seconds - 0.5:
+                self._window_seconds = float(round(gap))
 
     def _use(self, budget: RateBudget) -> None:
         self._window = (MovingWindowRateLimiter(MemoryStorage()), budget)
-        self.limit = budget.requests
+        self.limit, self._window_seconds = budget.requests, budget.window_seconds
 
 
 def _window_item(budget: RateBudget) -> Any:

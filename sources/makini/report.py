@@ -23,16 +23,13 @@ class SyncReport:
     records: Counter = field(default_factory=Counter)  # (connection, table) -> records yielded
     unchanged: Counter = field(default_factory=Counter)  # (connection, table) -> versions read again, not loaded
     failures: list[MakiniError] = field(default_factory=list)
-    unfinished: set = field(default_factory=set)  # (connection, table) walks to go on with
     paths: Counter = field(default_factory=Counter)  # pages by conversion path (client.Page.path, or "rows")
     schema_changes: list = field(default_factory=list)  # column_kinds.SchemaChange, in the order seen
     set_aside: list = field(default_factory=list)  # pending_packages.SetAside: packages that failed twice
     skipped: dict = field(default_factory=dict)  # connection -> its tripped breaker.Breaker
     # reconcile's evidence (EntityWalk.collect_versions): (connection, table) -> Arrow tables of
-    # (id, updated_at) seen, and the walks that went from the first page to the last in this run
+    # (id, updated_at) seen; which walks were whole is in walk_outcomes.WalkOutcomes
     versions: dict = field(default_factory=dict)
-    started_whole: set = field(default_factory=set)
-    walked_whole: set = field(default_factory=set)
 
     def saw_versions(self, connection: str, table: str, versions: "pa.Table") -> None:
         self.versions.setdefault((connection, table), []).append(versions)

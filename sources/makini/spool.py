@@ -117,6 +117,7 @@ class Spool:
         self.dir = Path(root) / connection_id / table
         self.fsync = fsync
         self._fd: Optional[int] = None
+        self._base_unwritten: Optional[dict] = None  # begin(): the log is written with its first page
 
     @property
     def _log(self) -> Path:
@@ -163,9 +164,24 @@ class Spool:
         self.dir.mkdir(parents=True, exist_ok=True)
         self._write_log(self._log, [_frame({"base": base})])
 
+    def begin(self, base: dict) -> None:
+        """Start a new log from ``base`` with its first page (``append``)."""
+        self._base_unwritten = base
+
+    @property
+    def empty(self) -> bool:
+        """No page is kept yet (a log begun, not written)."""
+        return self._base_unwritten is not None
+
     def append(self, page: SpooledPage) -> None:
         header, payload = _encode(page)
         frame = _frame(header, payload)
+        if self._base_unwritten is not None:
+            base, self._base_unwritten = self._base_unwritten, None
+            self.clear()
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self._write_log(self._log, [_frame({"base": base}), frame])
+            return
         if self._fd is None:
             self._fd = os.open(self._log, os.O_WRONLY | os.O_APPEND)
         view, written = memoryview(frame), 0

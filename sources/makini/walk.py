@@ -29,6 +29,8 @@ from .paginator import MakiniCursorPaginator
 from .fleet import Fleet, next_page
 from .page_feed import END
 from .spool import Spool, SpooledPage
+from .walk_outcomes import WalkOutcomes
+from .walk_position import STATE_KEY as WALK_KEY, WalkPosition, walk_base
 from .column_kinds import ARROW_CAST_ERRORS, ColumnKinds, schema_change_rows
 from .records import PageConverter
 from .report import SyncReport
@@ -73,6 +75,7 @@ class EntityWalk:
     stored_versions: Optional[dict] = None
     dry_run: bool = False  # nothing is yielded: a record seen twice needs no new package
     fleet: Fleet = field(default_factory=Fleet)  # the extraction's walks side by side (fleet.py)
+    outcomes: WalkOutcomes = field(default_factory=WalkOutcomes)  # what the run decides from (walk_outcomes.py)
 
     def __post_init__(self) -> None:
         self.hints = entity_hints(self.entity)
@@ -91,7 +94,7 @@ class EntityWalk:
                 yield from self._walk(connection_id, connection, state, entity or self.entity)
                 return
             except InvalidCursor:
-                walk = state.pop("walk", None)
+                walk = state.pop(WALK_KEY, None)
                 if not walk:
                     raise
                 # the saved cursor expired: keep what the walk saw, restart from there
@@ -104,28 +107,28 @@ class EntityWalk:
 
     def _walk(self, connection_id: str, connection: Connection, state: dict, entity: Entity) -> Iterator[Any]:
         if self.budget.exhausted:
-            self.report.unfinished.add((connection_id, entity.table))
+            self.outcomes.unfinished.add((connection_id, entity.table))
             return
-        saved = state.get("walk")
-        from_scratch = bool(saved.get("backfill")) if saved else self.backfill
+        saved = WalkPosition.from_state(state)
+        from_scratch = saved.backfill if saved else self.backfill
         bookmark = Bookmark() if from_scratch else Bookmark.from_state(state)
         stored = (self.stored_versions or {}).get((connection_id, entity.table)) if from_scratch else None
         skip = Bookmark(None, stored) if stored else bookmark  # versions not to load again
-        watermark = Watermark.from_state(bookmark, saved) if saved else None
+        watermark = saved.watermark if saved else None
         params: dict[str, Any] = {"limit": entity.max_page_size}
         if bookmark.modified_after:
             params["modified_after"] = bookmark.modified_after
-        base = walk_base(saved, bookmark.modified_after, from_scratch)
+        base = walk_base(saved.cursor if saved else None, bookmark.modified_after, from_scratch)
         spool = Spool(self.spool_root, connection_id, entity.table) if self.spool_root else None
         replay = spool.load(base) if spool else []
         if spool and not replay:
-            spool.start(base)
+            spool.begin(base)  # written by the feed thread with the first page worth keeping
         resume = replay[-1].cursor if replay else base["cursor"]
         walk_key = (connection_id, entity.table)
         if self.collect_versions and from_scratch and base["cursor"] is None and not replay:
             # whole evidence only from a walk that fetched its first page in this run
             # (a spool replays pages fetched before, which miss what was published since)
-            self.report.started_whole.add(walk_key)
+            self.outcomes.started_whole.add(walk_key)
         converter = PageConverter(entity, connection_id, documents=self.documents, kinds=self.kinds)
         batches = Batches(self.hints)
 
@@ -145,7 +148,9 @@ class EntityWalk:
                     page[0].records, paginator.cursor, paginator.total_count,
                     page.response.headers.get("Date"), page.response.headers.get("X-Request-Id"), page[0].path,
                 )
-                if spool is not None:
+                if spool is not None and not (spool.empty and spooled.cursor is None):
+                    # a stretch of one page (most walks of a small connection) keeps nothing: it
+                    # never pauses, and a rerun after a crash fetches that one page again (the bound)
                     spool.append(spooled)
                 yield spooled
 
@@ -153,8 +158,8 @@ class EntityWalk:
             """End this stretch before the page ``cursor`` fetches; the next extraction goes on from it."""
             assert watermark is not None  # a stretch pauses after its first page
             yield from batches.flush()
-            state["walk"] = {"cursor": cursor, "backfill": from_scratch, **watermark.to_state()}
-            self.report.unfinished.add(walk_key)
+            state[WALK_KEY] = WalkPosition(cursor, from_scratch, watermark).to_state()
+            self.outcomes.unfinished.add(walk_key)
 
         feed = self.fleet.feed(fetched)
         try:
@@ -168,9 +173,10 @@ class EntityWalk:
                 page = yield from next_page(feed)
                 if page is END:
                     break
-                if self.budget.exhausted:
+                if self.budget.exhausted and page.cursor is not None:
                     # other walks filled the package while this page was on its way: it is
-                    # spooled, and the next stretch starts with it
+                    # spooled, and the next stretch starts with it (a stretch's only page,
+                    # which is not spooled, is taken now rather than fetched again)
                     if watermark is None:  # the walk's first page: the next stretch starts the walk with it
                         watermark = Watermark(bookmark, bound.cap(server_time(page.date)))
                     yield from pause(position)
@@ -220,11 +226,11 @@ class EntityWalk:
                     yield from pause(next_cursor)
                     return
             yield from batches.flush()
-            state.pop("walk", None)
+            state.pop(WALK_KEY, None)
             if watermark is not None:
                 state.update(watermark.next_bookmark().to_state())
-            if walk_key in self.report.started_whole:
-                self.report.walked_whole.add(walk_key)
+            if walk_key in self.outcomes.started_whole:
+                self.outcomes.walked_whole.add(walk_key)
         finally:
             self.fleet.close(feed)
 
@@ -255,26 +261,16 @@ def _text(value: Any) -> Optional[str]:
     return None if value is None else str(value)
 
 
-def walk_base(saved: Optional[dict], modified_after: Optional[str], backfill: bool) -> dict:
-    """Where a stretch of a walk starts, as its spool records it."""
-    return {"cursor": saved["cursor"] if saved else None, "modified_after": modified_after, "backfill": backfill}
-
-
 def committed_positions(resources_state: dict) -> dict[tuple[str, str], Optional[dict]]:
     """(connection, table) -> the base the next stretch of each walk starts from
     (None for walks that are finished), read from committed dlt state."""
     positions: dict[tuple[str, str], Optional[dict]] = {}
     for table, resource in (resources_state or {}).items():
         for connection_id, state in (resource.get("bookmarks") or {}).items():
-            saved = state.get("walk")
             if not state:
                 continue  # a walk that never committed anything
-            if saved is None:
-                positions[(connection_id, table)] = None
-            else:
-                backfill = bool(saved.get("backfill"))
-                modified_after = None if backfill else state.get("modified_after")
-                positions[(connection_id, table)] = walk_base(saved, modified_after, backfill)
+            position = WalkPosition.from_state(state)
+            positions[(connection_id, table)] = position.base(state.get("modified_after")) if position else None
     return positions
 
 
