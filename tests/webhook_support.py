@@ -63,12 +63,13 @@ def cli_env(tmp_path: Path, secrets: list[str], **extra: str) -> dict:
 
 @contextlib.contextmanager
 def receiver(tmp_path: Path, secrets: list[str], *args: str, port: Optional[int] = None,
-             log_level: str = "INFO", **env: str) -> Iterator[str]:
-    """``python -m pipelines.webhooks serve`` in a subprocess; yields its base URL."""
+             log_level: str = "INFO", inbox: Optional[str] = None, **env: str) -> Iterator[str]:
+    """``python -m pipelines.webhooks serve`` in a subprocess; yields its base URL.
+    ``inbox``: the ``--inbox`` value (default: inbox.sqlite in ``tmp_path``)."""
     port = port or free_port()
     log = open(tmp_path / f"receiver-{port}.log", "ab")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipelines.webhooks", "--inbox", str(tmp_path / "inbox.sqlite"),
+        [sys.executable, "-m", "pipelines.webhooks", "--inbox", inbox or str(tmp_path / "inbox.sqlite"),
          "--log-level", log_level, "serve",
          "--port", str(port), *args],
         cwd=tmp_path, env=cli_env(tmp_path, secrets, **env), stdout=log, stderr=subprocess.STDOUT,
@@ -96,8 +97,9 @@ def wait_until_serving(url: str, proc: subprocess.Popen, log: Path, timeout: flo
         time.sleep(0.1)
 
 
-def run_webhooks_cli(tmp_path: Path, secrets: list[str], *args: str, **env: str) -> subprocess.CompletedProcess:
+def run_webhooks_cli(tmp_path: Path, secrets: list[str], *args: str, inbox: Optional[str] = None,
+                     **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "pipelines.webhooks", "--inbox", str(tmp_path / "inbox.sqlite"), *args],
+        [sys.executable, "-m", "pipelines.webhooks", "--inbox", inbox or str(tmp_path / "inbox.sqlite"), *args],
         cwd=tmp_path, env=cli_env(tmp_path, secrets, **env), capture_output=True, text=True, timeout=300,
     )

@@ -99,14 +99,15 @@ def decode_replies(buffer: bytearray) -> list[tuple[int, int, bytes]]:
     return replies
 
 
-def check_event(body: bytes) -> None:
-    """A Makini event is a JSON object with a string ``type``; anything else is a 400."""
+def check_event(body: bytes) -> dict:
+    """The event: a Makini event is a JSON object with a string ``type``; anything else is a 400."""
     try:
         event = orjson.loads(body)
     except orjson.JSONDecodeError:
         raise Rejected(400, "malformed", "body is not JSON") from None
     if not isinstance(event, dict) or not isinstance(event.get("type"), str):
         raise Rejected(400, "malformed", "body is not a Makini event (an object with a type)")
+    return event
 
 
 def rejection_text(rejected: Rejected) -> bytes:

@@ -6,13 +6,17 @@ the same tables the sync writes. Lifecycle events (``sync.failed``,
 ``connection_events`` table. A batch that fails is retried event by event so
 one poison event cannot hold the others back; an event that fails
 ``max_attempts`` times moves to the dead-letter store.
+
+Outcomes go to a ``Ledger``: the SQLite inbox, or for JetStream a record of
+one fetched batch that ``jetstream_processor.py`` turns into acks, retries and
+dead letters.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable, Optional, Protocol, Sequence
 
 from makini_sync.integrity.deltas import DELTAS_PIPELINE, load_deltas
 from makini_sync.destinations.profiles import DATASET_NAME, Profile, make_pipeline
@@ -29,13 +33,19 @@ class ProcessStats:
     failed: int = 0
     dead_lettered: int = 0
     batches: int = 0
+    skipped: int = 0  # already merged (a duplicate past the broker's window, or a replay)
     lifecycle: list[Lifecycle] = field(default_factory=list)
+
+
+class Ledger(Protocol):
+    def mark_done(self, webhook_ids: list[str]) -> None: ...
+    def mark_failed(self, webhook_ids: list[str], error: str, max_attempts: int) -> None: ...
 
 
 class Processor:
     def __init__(
         self,
-        inbox: Inbox,
+        inbox: Optional[Inbox],  # None where events come from elsewhere (JetStream) with a ledger per batch
         profile: Profile,
         batch_size: int = 2000,
         max_attempts: int = 5,
@@ -48,6 +58,7 @@ class Processor:
 
     def drain(self) -> ProcessStats:
         """Process until the inbox has no pending event that can be processed now."""
+        assert self.inbox is not None, "drain() reads the SQLite inbox"
         stats = ProcessStats()
         seen_failures: set[str] = set()
         while True:
@@ -59,7 +70,11 @@ class Processor:
         self.inbox.prune()
         return stats
 
-    def process_batch(self, events: list[StoredEvent], stats: ProcessStats) -> set[str]:
+    def process_batch(self, events: Sequence[StoredEvent], stats: ProcessStats,
+                      ledger: Optional[Ledger] = None) -> set[str]:
+        """Merge ``events``; their outcomes go to ``ledger`` (default: the inbox). The failed webhook-ids."""
+        ledger = ledger if ledger is not None else self.inbox
+        assert ledger is not None, "a processor without an inbox is given a ledger per batch"
         stats.batches += 1
         deltas, lifecycle, applied, bad = [], [], [], []
         for event in events:
@@ -75,12 +90,12 @@ class Processor:
             applied.append(event.webhook_id)
         for webhook_id, reason in bad:
             logger.error("webhook %s can never be applied (%s): dead-lettered", webhook_id, reason)
-            self.inbox.mark_failed([webhook_id], reason, max_attempts=1)
+            ledger.mark_failed([webhook_id], reason, max_attempts=1)
             stats.dead_lettered += 1
         failed: set[str] = set()
         try:
             self._apply([d for _, d in deltas], lifecycle)
-            self.inbox.mark_done(applied)
+            ledger.mark_done(applied)
             stats.processed += len(applied)
         except Exception as exc:  # noqa: BLE001 - isolate the poison event, keep the others
             logger.error("a batch of %d webhooks failed (%s); retrying one by one", len(applied), exc)
@@ -90,11 +105,11 @@ class Processor:
                 try:
                     single = [by_id[webhook_id]] if webhook_id in by_id else []
                     self._apply(single, [notices[webhook_id]] if webhook_id in notices else [])
-                    self.inbox.mark_done([webhook_id])
+                    ledger.mark_done([webhook_id])
                     stats.processed += 1
                 except Exception as single_exc:  # noqa: BLE001
                     logger.error("webhook %s failed: %s", webhook_id, single_exc)
-                    self.inbox.mark_failed([webhook_id], f"{type(single_exc).__name__}: {single_exc}", self.max_attempts)
+                    ledger.mark_failed([webhook_id], f"{type(single_exc).__name__}: {single_exc}", self.max_attempts)
                     stats.failed += 1
                     failed.add(webhook_id)
         for notice in lifecycle:

@@ -5,10 +5,12 @@
   · 400 body that is not a JSON object with a ``type`` · 503 the inbox could
   not store it (retry) · 200 stored (or a duplicate ``webhook-id`` already
   stored). Rejected requests store nothing.
-The event loop reads bodies and answers; the inbox writer process verifies
-and stores (``inbox_writer.py``). The 200 is sent only after the event is
-committed to the inbox (group commit: concurrent requests share one fsync).
-``GET /healthz``, ``GET /metrics``.
+The store is the SQLite inbox or JetStream. SQLite: the event loop reads
+bodies and answers; the inbox writer process verifies and stores
+(``inbox_writer.py``), and the 200 is sent only after the event is committed
+(group commit: concurrent requests share one fsync). JetStream: the 200 waits
+for the broker's publish acknowledgement (``jetstream_receiver.py``).
+``GET /healthz`` (503 while the store cannot store), ``GET /metrics``.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections import Counter
-from typing import Any, AsyncIterator, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, AsyncIterator, Mapping, Optional, Protocol, Sequence, Union
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -26,7 +28,10 @@ from starlette.routing import Route
 from makini_sync.webhooks.inbox import Inbox
 from makini_sync.webhooks.metrics import render_metrics
 from makini_sync.webhooks.signatures import Rejected, parse_secrets
-from makini_sync.webhooks.writer_client import InboxWriterClient
+from makini_sync.webhooks.writer_client import InboxWriterClient, Reply
+
+if TYPE_CHECKING:
+    from makini_sync.webhooks.jetstream_inbox import JetStreamInbox
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +62,41 @@ def signature_headers(scope: Mapping[str, Any]) -> tuple[bytes, bytes, bytes]:
     return found.get(b"webhook-id", b""), found.get(b"webhook-timestamp", b""), found.get(b"webhook-signature", b"")
 
 
-def create_app(secrets: Sequence[str], inbox: Inbox, on_stored: Optional[Any] = None) -> Starlette:
+class EventStore(Protocol):
+    """Where verified events go: ``SqliteStore`` or ``jetstream_receiver.JetStreamStore``."""
+
+    async def start(self) -> None: ...
+    async def close(self) -> None: ...
+    async def submit(self, webhook_id: bytes, stamp: bytes, signature: bytes, body: bytes) -> Reply: ...
+    async def problem(self) -> Optional[str]: ...
+    async def counts(self) -> dict: ...
+
+
+class SqliteStore:
+    """The embedded inbox: its writer process verifies and stores, the file answers the gauges."""
+
+    def __init__(self, secrets: Sequence[str], inbox: Inbox) -> None:
+        self.inbox, self.writer = inbox, InboxWriterClient(secrets, inbox.path)
+        # bound once: every request calls it, and a wrapper would add a frame to each
+        self.submit, self.start, self.close = self.writer.submit, self.writer.start, self.writer.close
+
+    async def problem(self) -> Optional[str]:
+        return None if self.writer.running else "the inbox writer is restarting"
+
+    async def counts(self) -> dict:
+        return self.inbox.counts()
+
+
+def event_store(secrets: Sequence[str], inbox: Union[Inbox, "JetStreamInbox"]) -> EventStore:
+    if isinstance(inbox, Inbox):
+        return SqliteStore(secrets, inbox)
+    from makini_sync.webhooks.jetstream_receiver import JetStreamStore
+
+    return JetStreamStore(secrets, inbox, MAX_BODY)
+
+
+def create_app(secrets: Sequence[str], inbox: Union[Inbox, "JetStreamInbox"],
+               on_stored: Optional[Any] = None) -> Starlette:
     """The receiver app. ``on_stored`` (optional) is called after each new event is stored.
 
     ``secrets`` are the ``whsec_...`` webhook secrets (several while rotating);
@@ -65,7 +104,7 @@ def create_app(secrets: Sequence[str], inbox: Inbox, on_stored: Optional[Any] = 
     """
     parse_secrets(secrets)
     counters: Counter = Counter()
-    writer = InboxWriterClient(secrets, inbox.path)
+    writer = event_store(secrets, inbox)
 
     def rejection(status: int, reason: str, message: str) -> Response:
         counters[f"rejected:{reason}"] += 1
@@ -92,12 +131,13 @@ def create_app(secrets: Sequence[str], inbox: Inbox, on_stored: Optional[Any] = 
         return JSONResponse({"status": "stored" if new else "duplicate"})
 
     async def healthz(request: Request) -> Response:
-        if not writer.running:
-            return JSONResponse({"status": "the inbox writer is restarting"}, status_code=503)
+        problem = await writer.problem()
+        if problem is not None:
+            return JSONResponse({"status": problem}, status_code=503)
         return JSONResponse({"status": "ok"})
 
     async def metrics(request: Request) -> Response:
-        return PlainTextResponse(render_metrics(counters, inbox.counts()), media_type="text/plain; version=0.0.4")
+        return PlainTextResponse(render_metrics(counters, await writer.counts()), media_type="text/plain; version=0.0.4")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
