@@ -16,7 +16,7 @@ from typing import Iterator, Optional
 from makini_sync.destinations.profiles import load_profile
 from makini_sync.run.summary import failure_line, render_summary
 from sources.makini.fleet import DEFAULT_CONCURRENCY
-from makini_sync.run.sync import DEFAULT_ROWS_PER_LOAD, run_sync
+from makini_sync.run.sync import DEFAULT_ROWS_PER_LOAD, DEFAULT_SECONDS_PER_LOAD, run_sync
 from makini_sync.workers.selection import Shard, WorkerSelection
 from pipelines.exit_codes import failure_exit_code
 
@@ -33,6 +33,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     add_sandbox_arguments(parser)
     parser.add_argument("--rows-per-load", type=int, default=None,
                         help="rows per load package; bounds memory (default: %d)" % DEFAULT_ROWS_PER_LOAD)
+    parser.add_argument("--seconds-per-load", type=float, default=DEFAULT_SECONDS_PER_LOAD, metavar="S",
+                        help="start a load once this long passed with rows fetched, whatever slow connections "
+                             "are doing (default: %g)" % DEFAULT_SECONDS_PER_LOAD)
     parser.add_argument("--no-checkpoints", action="store_true", help="do not spool pages (see the README's crash safety)")
     add_concurrency_argument(parser)
     parser.add_argument("--connections", default=None, metavar="FILE",
@@ -114,6 +117,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 full_refresh=args.full_refresh,
                 progress=progress,
                 rows_per_load=args.rows_per_load or DEFAULT_ROWS_PER_LOAD,
+                seconds_per_load=args.seconds_per_load,
                 checkpoints=not args.no_checkpoints,
                 concurrency=args.concurrency,
                 connections_file=args.connections,

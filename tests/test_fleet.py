@@ -3,9 +3,12 @@ by side, each connection keeps inside its own budget, and every row lands exact.
 
 import time
 
+import duckdb
 import pytest
 
 from makini_sandbox import Sandbox
+from sources.makini.client import RetryPolicy
+from sources.makini.connections import Connection
 from tests.sync_support import assert_exact, sync
 
 SMALL = {"purchase-orders": 30, "work-orders": 10, "assets": 10, "inventory-items": 10, "vendors": 10}
@@ -58,3 +61,22 @@ def test_one_slow_connection_does_not_hold_the_others(tmp_path, isolated_dlt):
     # the slow connection's own chain (an id, a status read, a list per entity, all at 1.5 s)
     # is the floor; one after another its five entities alone would take 7.5 s more
     assert wall < 1.5 * 3 + 4.5, f"{wall:.1f} s: the slow connection's walks did not overlap the others'"
+
+
+def test_a_connection_failing_in_retries_does_not_hold_back_the_others_rows(tmp_path, isolated_dlt, monkeypatch):
+    # /api/v1/connection still says active while every list request gets 503 (a skip unasked is not this)
+    monkeypatch.setattr(Connection, "_trip_if_down", lambda self, status: None)
+    budget = 8.0
+    with Sandbox(seed=64, sizes=SMALL, connections=3, in_process=True) as sandbox:
+        down, *up = (c["id"] for c in sandbox.connections)
+        sandbox.control.set_connection_status(down, "offline")
+        started = time.time()
+        result = sync(tmp_path / "w.duckdb", sandbox, seconds_per_load=1.0,
+                      retry_policy=RetryPolicy(budget_seconds=budget, base_backoff=0.2, max_backoff=0.5))
+        ended = time.time()
+        assert result.report.failed_connections == [down]
+        assert_exact(tmp_path / "w.duckdb", sandbox, connection_ids=up)
+    with duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True) as con:
+        first_load = con.execute("SELECT MIN(inserted_at) FROM makini._dlt_loads").fetchone()[0]
+    assert ended - started >= budget  # the failing connection had its whole retry budget
+    assert first_load.timestamp() - started < budget / 2, "the others' rows waited for the failing connection"

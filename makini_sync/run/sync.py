@@ -70,6 +70,9 @@ class SyncResult:
 
 
 DEFAULT_ROWS_PER_LOAD = 300_000
+# rows fetched wait at most about this long for their load, whatever a slow or failing
+# connection is doing meanwhile; long enough that a fleet's extra packages cost little
+DEFAULT_SECONDS_PER_LOAD = 60.0
 M_ARENA_MAX = -8  # glibc mallopt parameter
 
 
@@ -95,6 +98,7 @@ def run_sync(
     progress: Any = None,
     retry_policy: Optional[RetryPolicy] = None,
     rows_per_load: Optional[int] = DEFAULT_ROWS_PER_LOAD,
+    seconds_per_load: Optional[float] = DEFAULT_SECONDS_PER_LOAD,
     backfill: bool = False,
     checkpoints: bool = True,
     collect_versions: bool = False,
@@ -108,7 +112,9 @@ def run_sync(
 
     The sync runs as a series of loads of at most ``rows_per_load`` rows each,
     so memory stays flat however large a connection is, and each load commits
-    the walks' cursors with its data. Connection failures are collected in the
+    the walks' cursors with its data; a load also starts once ``seconds_per_load``
+    passed with rows fetched, so a slow or failing connection never holds the
+    others' data back for long. Connection failures are collected in the
     result (the other connections still load); configuration and load
     failures raise. ``collect_versions``, ``dry_run`` and ``stored_versions``
     serve reconcile (``makini_source``); a dry run keeps no checkpoints.
@@ -129,7 +135,8 @@ def run_sync(
     report = SyncReport()
     outcomes = WalkOutcomes()
     options = SourceOptions(
-        report=report, retry_policy=retry_policy, max_rows_per_load=rows_per_load, documents=profile.documents,
+        report=report, retry_policy=retry_policy, max_rows_per_load=rows_per_load,
+        max_seconds_per_load=seconds_per_load, documents=profile.documents,
         backfill=backfill, registry=registry, text_without_nul=profile.text_without_nul,
         collect_versions=collect_versions, dry_run=dry_run, stored_versions=stored_versions, concurrency=concurrency,
         outcomes=outcomes,

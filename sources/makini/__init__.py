@@ -64,7 +64,8 @@ def makini_source(
         connections = [dataclasses.replace(c, bound=None) for c in connections]
     else:
         connections = open_connections(base_url, api_token, o.retry_policy or RetryPolicy())
-    budget = LoadBudget(None if o.dry_run else o.max_rows_per_load)  # nothing is yielded: one extraction
+    # a dry run yields nothing: one extraction
+    budget = LoadBudget(None, None) if o.dry_run else LoadBudget(o.max_rows_per_load, o.max_seconds_per_load)
     chosen = registry.resolve(entities)
     fleet = Fleet(o.concurrency, FleetProgress(running_collector(), connections, len(connections) * len(chosen)))
     spool_root = None if o.dry_run or not o.spool_root else Path(o.spool_root)

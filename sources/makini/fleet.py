@@ -24,6 +24,7 @@ from .fleet_progress import FleetProgress
 from .page_feed import PageFeed
 
 WAITING = object()  # a walk's next page has not arrived yet
+PAUSED = object()  # next_page: stopped waiting, the extraction is ending
 _NO_MORE = object()
 
 # at once across an extraction: enough to hide 100 ms of latency behind a fleet's
@@ -79,9 +80,12 @@ class Fleet:
             self._changed.notify_all()
 
 
-def next_page(feed: PageFeed) -> Generator[Any, None, Any]:
-    """``page = yield from next_page(feed)``: yields ``WAITING`` until the feed has an item."""
+def next_page(feed: PageFeed, give_up: Callable[[], bool] = lambda: False) -> Generator[Any, None, Any]:
+    """``page = yield from next_page(feed)``: yields ``WAITING`` until the feed has an
+    item, or returns ``PAUSED`` when ``give_up()`` says to stop waiting."""
     while not feed.ready:
+        if give_up():
+            return PAUSED
         yield WAITING
     return feed.take()
 

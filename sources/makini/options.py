@@ -29,6 +29,8 @@ class SourceOptions:
     # ends the extraction once that many rows are in it; unfinished walks are in
     # outcomes.unfinished and resume on the next extraction
     max_rows_per_load: Optional[int] = None
+    # ... and once that many seconds passed with rows in it: fetched rows wait no longer for their load
+    max_seconds_per_load: Optional[float] = None
     documents: bool = False  # keep child rows and nested objects inside each record (document stores)
     # only these (connection id, table) walks: the unfinished ones of an earlier extraction of the run
     only: Optional[frozenset] = None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from datetime import datetime, timedelta, timezone
@@ -26,7 +27,7 @@ from .client import raise_for_makini_error
 from .connections import Connection
 from .errors import InvalidCursor
 from .paginator import MakiniCursorPaginator
-from .fleet import Fleet, next_page
+from .fleet import PAUSED, Fleet, next_page
 from .page_feed import END
 from .spool import Spool, SpooledPage
 from .walk_outcomes import WalkOutcomes
@@ -44,17 +45,30 @@ Fence = Callable[[Entity, dict], dict]
 
 @dataclass
 class LoadBudget:
-    """How many rows one extraction (one load package) may take; shared by resources."""
+    """How much one extraction (one load package) may take; shared by resources.
+
+    ``rows`` bounds memory. ``seconds`` bounds how long rows already fetched wait
+    for their load: once it has passed and the package holds something, walks
+    pause at their next page or while they wait for one (a connection deep in
+    retries, a slow one), so the others' data lands meanwhile.
+    """
 
     rows: Optional[int] = None  # None: no limit
+    seconds: Optional[float] = None  # None: no limit
     spent: int = 0
+    started: float = field(default_factory=time.monotonic)
 
     def spend(self, rows: int) -> None:
         self.spent += rows
 
     @property
     def exhausted(self) -> bool:
-        return self.rows is not None and self.spent >= self.rows
+        return self.rows is not None and self.spent >= self.rows or self.overdue
+
+    @property
+    def overdue(self) -> bool:
+        """The package holds rows and its time is up: walks stop waiting for their next page."""
+        return self.seconds is not None and self.spent > 0 and time.monotonic() - self.started >= self.seconds
 
 
 @dataclass
@@ -163,16 +177,25 @@ class EntityWalk:
 
         feed = self.fleet.feed(fetched)
         try:
-            bound = yield from next_page(feed)
+            bound = yield from next_page(feed, lambda: self.budget.overdue)
+            if bound is PAUSED:  # the package is due before this walk's first answer
+                self.outcomes.unfinished.add(walk_key)
+                return
             bound = bound.or_last_known(state.get("completeness_bound"))
-            if bound.synced_at is not None:
-                state["completeness_bound"] = iso_ms(bound.synced_at)
             in_package: set = set()  # ids this stretch yielded: one version per key in a package
             position = base["cursor"]  # the cursor that fetched the page in hand
             while True:
-                page = yield from next_page(feed)
+                page = yield from next_page(feed, lambda: self.budget.overdue)
                 if page is END:
                     break
+                if page is PAUSED:  # the package is due while this walk waits for its next page
+                    if watermark is None:
+                        self.outcomes.unfinished.add(walk_key)
+                    else:
+                        yield from pause(position)
+                    return
+                if bound.synced_at is not None:  # kept once the walk takes a page, not before
+                    state["completeness_bound"] = iso_ms(bound.synced_at)
                 if self.budget.exhausted and page.cursor is not None:
                     # other walks filled the package while this page was on its way: it is
                     # spooled, and the next stretch starts with it (a stretch's only page,
