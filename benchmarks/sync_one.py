@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import sys
 import time
 from pathlib import Path
@@ -17,6 +16,8 @@ from pathlib import Path
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from _peak_rss import peak_rss_mb  # noqa: E402
 
 ENTITY_PATHS = ["purchase-orders", "work-orders", "assets", "inventory-items", "vendors"]
 
@@ -84,7 +85,7 @@ def main() -> None:
     args.no_checkpoints = args.no_checkpoints or args.mode == "makini_nockpt"
     records = run_rest_api(args) if args.mode == "rest_api" else run_makini(args)
     seconds = time.perf_counter() - started
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = peak_rss_mb()
     print(orjson.dumps({"mode": args.mode, "records": records, "seconds": round(seconds, 2),
                         "records_per_s": round(records / seconds) if seconds else 0,
                         "peak_rss_mb": round(peak_mb), "paths": PATHS}).decode())

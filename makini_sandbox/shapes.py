@@ -20,6 +20,7 @@ A spec is a trait or preset name, or several joined with `+`
 | `type_drift` | numbers as strings and strings as numbers (`priority` 2 / `"P2"` / `"high"`, line `quantity` `"12.5"`, `unit_price` and `total_amount` as numbers, `order_number` and `vendor_number` as integers, `reorder_point` `"15"`); integers turning into floats mid-walk (line `quantity`, `quantity_on_hand`: integers in the older half of the walk, `x.5` / `x.25` in the newer half); objects and bools where there was text (vendor `payment_terms` `{"code", "days"}`, asset `location` `{"site", "area"}`, work order `description` `{"text", "lang"}` or `false`, vendor `email` `false`); custom field values as strings; integers beyond 64 bits (`erp_doc_id` on purchase orders, `external_ref` in custom fields) |
 | `sparse` | fields appearing mid-walk (absent from records in the older half, present in the newer: vendor `tax_id`, work order `completed_at`, PO `incoterms` and line `discount_pct`, asset `warranty_until`, inventory `lot_number`, plan `owner`) and vanishing (present in the older half only: vendor `fax`, work order `crew`, asset `manufacturer`, inventory `bin`) |
 | `nulls` | nulls inside `custom_fields` (also a nested object with nulls and a nested list of objects), custom field values turned null, `ship_to: null`, `ship_to` with a null `city`, PO `bill_to` turning from an object into a list of addresses in the newer half, vendor `contact` object (with nulls) turning into a list, null line `description`, null `country`, null plan `frequency` |
+| `custom_nulls` | every record's `custom_fields` padded or trimmed to 3-6 keys (the connection's own first, then `erp_status`, `cost_object`, `sync_batch`, `reviewed`, ...), one to half of them null; each key keeps one type, and nothing outside `custom_fields` changes |
 | `unicode` | 10,240-character strings of arbitrary Unicode (emoji and ZWJ sequences, flags, CJK, Hangul, combining marks, Hebrew and Arabic, bidi overrides, quotes, backslashes, `\\n \\t \\r`, `\\u0000`, U+2028/2029, BOM, ...) in descriptions, names and `custom_fields.notes`; short such strings elsewhere |
 | `v3` | the older v3 API's field names: `key` for `id`, `updatedAt` for `updated_at`, `deletedAt` for `deleted_at`, `lineItems` for `line_items`, `orderNo` for `order_number` (`created_at` stays). Ordering, cursors and `modified_after` use `updatedAt` |
 | `int64` | with `type_drift`: the integers that would pass 64 bits stay within them (`erp_doc_id` near 10^18, `external_ref` near 2^62), drawn from the same random numbers; the one `drift` a 64-bit JSON reader such as dlt's `rest_api` can sync (`benchmarks/sync_benchmark.py` compares on it) |
@@ -27,7 +28,7 @@ A spec is a trait or preset name, or several joined with `+`
 
 Presets: `default` (nothing), `drift` (`mixed_dates+type_drift+sparse+nulls`),
 `drift_int64` (`drift+int64`),
-`chaos` (every trait but `v3` and `timestamps`), `v3_chaos` (`chaos+v3`).
+`chaos` (every trait but `v3`, `timestamps`, `int64` and `custom_nulls`), `v3_chaos` (`chaos+v3`).
 
 "Older/newer half" means a record's `updated_at` before or after the middle
 of the initial data's year (`anchor - 182.5 days`); records changed by
@@ -47,7 +48,8 @@ import orjson
 from .clock import DAY_MS, parse_iso_ms
 from .data import derive_seed
 
-TRAITS = ("timestamps", "mixed_dates", "type_drift", "sparse", "nulls", "unicode", "v3", "custom_entity", "int64")
+TRAITS = ("timestamps", "mixed_dates", "type_drift", "sparse", "nulls", "unicode", "v3", "custom_entity", "int64",
+          "custom_nulls")
 PRESETS: dict[str, tuple[str, ...]] = {
     "default": (),
     "drift": ("mixed_dates", "type_drift", "sparse", "nulls"),
@@ -187,7 +189,8 @@ class ShapeRenderer:
         # In order: values first (they look at canonical names), renames last.
         self._steps: list[Callable] = [step for name, step in (
             ("timestamps", _timestamps), ("mixed_dates", _mixed_dates), ("type_drift", _type_drift),
-            ("sparse", _sparse), ("nulls", _nulls), ("unicode", _unicode), ("v3", _v3)) if name in t]
+            ("sparse", _sparse), ("nulls", _nulls), ("custom_nulls", _custom_nulls), ("unicode", _unicode),
+            ("v3", _v3)) if name in t]
 
     def __call__(self, entity: str, record: dict) -> dict:
         rec = orjson.loads(orjson.dumps(record))  # a deep copy: the canonical record stays as it was
@@ -362,6 +365,38 @@ def _nulls(sr, entity, rec, rng, late):
     elif entity == "maintenance-plans":
         if r() < 0.1:
             rec["frequency"] = None
+    return rec
+
+
+# Custom fields a deployment adds, each of one type, in the order they are added.
+_MORE_CUSTOM_FIELDS = (
+    ("erp_status", lambda r: ("open", "held", "closed")[int(r() * 3)]),
+    ("cost_object", lambda r: f"CO-{int(r() * 10 ** 5):05d}"),
+    ("sync_batch", lambda r: int(r() * 10 ** 6)),
+    ("reviewed", lambda r: r() < 0.5),
+    ("approver", lambda r: _NAMES[int(r() * len(_NAMES))]),
+    ("source_system", lambda r: ("SAP", "Maximo", "IFS")[int(r() * 3)]),
+)
+
+
+def _custom_nulls(sr, entity, rec, rng, late):
+    """3-6 custom fields, one to half of them null: the common real-world case of
+    a customised system that leaves some of its own fields empty."""
+    cf = rec.get("custom_fields")
+    if not isinstance(cf, dict):
+        return rec
+    r = rng.random
+    size = 3 + int(r() * 4)
+    keys = list(cf)[:size]
+    cf = {k: cf[k] for k in keys}
+    for name, make in _MORE_CUSTOM_FIELDS:
+        if len(cf) >= size:
+            break
+        if name not in cf:
+            cf[name] = make(r)
+    for name in rng.sample(list(cf), 1 + int(r() * (len(cf) // 2))):
+        cf[name] = None
+    rec["custom_fields"] = cf
     return rec
 
 

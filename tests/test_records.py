@@ -172,3 +172,45 @@ def test_lines_read_by_arrow_equal_the_row_path(case):
     got = converter.convert_arrow(arrow)
     for name in expected:
         assert _rows(got[name]) == _rows(expected[name]), name
+
+
+def _arrow_read(page: list) -> pa.Table:
+    """The page's records as Arrow's JSON reader types them (``client.arrow_page``)."""
+    body = orjson.dumps({"data": page, "next_cursor": None, "total_count": len(page)})
+    return pa.Table.from_struct_array(pc.list_flatten(pa_json.read_json(io.BytesIO(body))["data"].combine_chunks()))
+
+
+def _bug(*args, **kwargs):
+    raise TypeError("a bug inside the columnar path")
+
+
+# each entry point with the inner functions it calls on the way to a columnar page
+BUGGED = [("convert_arrow", "_flatten_structs"), ("convert_arrow", "_numbered"),
+          ("convert", "_flatten_structs"), ("convert", "_numbered"), ("convert", "_objects_print_back"),
+          ("convert", "_flag_among_floats")]
+
+
+@pytest.mark.parametrize("entry, inner", BUGGED)
+def test_a_type_error_from_a_bug_is_not_taken_for_a_refusal(monkeypatch, entry, inner):
+    """Only a deliberate refusal (``_ColumnarRefused``) sends a page down the row
+    path; a TypeError raised by a bug inside the columnar conversion reaches the
+    caller rather than quietly making the page slower."""
+    page = [_order("a", [{"line_number": 1, "quantity": 2}]), _order("b", [{"quantity": 3}])]
+    records = _arrow_read(page) if entry == "convert_arrow" else copy.deepcopy(page)
+    monkeypatch.setattr(f"sources.makini.records.{inner}", _bug)
+    with pytest.raises(TypeError, match="a bug inside the columnar path"):
+        getattr(PageConverter(PO, "c1"), entry)(records)
+
+
+def test_a_deliberate_refusal_still_takes_the_row_path():
+    """The checks that refuse the columnar path on purpose still steer: a flag
+    where Arrow typed a float (it would read True as 1.0) sends the page row by
+    row, where the flag lands in a variant column."""
+    vendors = ENTITIES["vendors"]
+    page = [{"id": "a", "updated_at": "2024-01-01T00:00:00Z", "meta": {"n": 1.5}},
+            {"id": "b", "updated_at": "2024-01-01T00:00:00Z", "meta": {"n": True}}]
+    converter = PageConverter(vendors, "c1")
+    got = converter.convert(copy.deepcopy(page))["vendors"]
+    assert not converter.stayed_columnar
+    assert got.select(["meta__n", "meta__n__v_bool"]).to_pylist() == [
+        {"meta__n": 1.5, "meta__n__v_bool": None}, {"meta__n": None, "meta__n__v_bool": True}]

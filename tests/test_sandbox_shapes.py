@@ -386,3 +386,31 @@ def test_int64_keeps_drift_within_64_bits_and_changes_nothing_else():
         assert (a_ref is None) == (b_ref is None)
         a.pop("erp_doc_id"), b.pop("erp_doc_id")
         assert a == b  # the same draws: nothing else differs
+
+
+def test_custom_nulls_changes_custom_fields_only():
+    """``custom_nulls``: every record's custom fields hold 3-6 keys, at least one
+    null, each key of one type; everything outside them is served as by default."""
+    sizes = {"purchase-orders": 120, "work-orders": 60, "assets": 40, "inventory-items": 60, "vendors": 30}
+    with Sandbox(seed=21, sizes=sizes, connections=1, in_process=True, rate_limit_per_minute=1_000_000) as plain, \
+         Sandbox(seed=21, sizes=sizes, connections=1, shapes="custom_nulls", in_process=True,
+                 rate_limit_per_minute=1_000_000) as shaped_:
+        for entity in sizes:
+            canonical, _ = walk(plain, 0, entity)
+            served, _ = walk(shaped_, 0, entity)
+            assert [r["id"] for r in served] == [r["id"] for r in canonical]
+            kinds: dict[str, set] = {}
+            lengths = set()
+            for before, after in zip(canonical, served, strict=True):
+                custom = after.pop("custom_fields")
+                assert 3 <= len(custom) <= 6 and None in custom.values(), (entity, custom)
+                lengths.add(len(custom))
+                for key, value in custom.items():
+                    if value is not None:
+                        kinds.setdefault(key, set()).add(type(value))
+                        if key in before["custom_fields"]:
+                            assert value == before["custom_fields"][key]
+                before.pop("custom_fields")
+                assert after == before, "nothing outside custom_fields changes"
+            assert all(len(types) == 1 for types in kinds.values()), kinds
+            assert len(lengths) > 1, "records differ in how many custom fields they hold"

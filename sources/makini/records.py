@@ -31,6 +31,23 @@ from .settings import (
 TIMESTAMP_COLUMNS = frozenset({"created_at", UPDATED_AT_COLUMN, DELETED_AT_COLUMN})
 
 
+class _ColumnarRefused(Exception):
+    """The columnar path declines a page (or a page's child items) on purpose, and
+    the caller takes the row path. Raised only by ``_infer`` (Arrow cannot type
+    the values together) and by checks that find something Arrow would not give
+    back as sent; nothing outside this module raises or catches it, so any other
+    exception, a TypeError from a bug included, propagates instead of quietly
+    sending the page down the slower path."""
+
+
+def _infer(values: list) -> pa.Array:
+    """``pa.array(values)``; Arrow's refusal to type them together, as ``_ColumnarRefused``."""
+    try:
+        return pa.array(values)
+    except ARROW_CAST_ERRORS as exc:
+        raise _ColumnarRefused(f"Arrow cannot type the values together: {exc}") from exc
+
+
 def json_text(value: Any) -> str:
     return exact_json.dumps(value).decode()
 
@@ -96,7 +113,7 @@ class PageConverter:
         pulled = {} if self.documents else self._pull_mixed(records)
         try:
             tables = self._convert_columnar(records)
-        except (*ARROW_CAST_ERRORS, TypeError):
+        except (_ColumnarRefused, *ARROW_CAST_ERRORS):  # refused on purpose, or data Arrow cannot take
             without_children = self._columnar_without_children(records, splits, request_id)
             if without_children is not None:
                 tables = without_children
@@ -130,7 +147,7 @@ class PageConverter:
         taken = {f: [record.pop(f, _ABSENT) for record in records] for f in fields}
         try:
             tables = self._convert_columnar(records)
-        except (*ARROW_CAST_ERRORS, TypeError):
+        except (_ColumnarRefused, *ARROW_CAST_ERRORS):  # refused on purpose, or data Arrow cannot take
             _put_back(records, taken)
             return None
         try:
@@ -176,7 +193,7 @@ class PageConverter:
         items, owners, positions = found
         pulled = _pull_mixed_fields(items, frozenset())
         try:
-            array = pa.array(items)
+            array = _infer(items)
             names = {array.type.field(i).name for i in range(array.type.num_fields)} | pulled.keys()
             if child.key in pulled or _row_path_decides(child, names):
                 return None
@@ -193,7 +210,7 @@ class PageConverter:
                 lines = lines.append_column(name, rows[name])
             lines, splits = _with_pulled_fields(_flatten_structs(lines), pulled, {})
             return _numbered(lines, child.key, positions), splits
-        except (*ARROW_CAST_ERRORS, TypeError):
+        except (_ColumnarRefused, *ARROW_CAST_ERRORS):  # refused on purpose, or data Arrow cannot take
             return None
         finally:
             _put_back(items, pulled)
@@ -242,7 +259,7 @@ class PageConverter:
                 table = table.set_column(table.schema.get_field_index(field_name), field_name, _json_column(column))
         try:
             tables = self._from_arrow(table)
-        except (*ARROW_CAST_ERRORS, TypeError):
+        except (_ColumnarRefused, *ARROW_CAST_ERRORS):  # refused on purpose, or data Arrow cannot take
             return self._convert_listed(table, request_id)
         return {
             name: self._final_types(name, t, request_id)
@@ -269,11 +286,11 @@ class PageConverter:
     def _convert_columnar(self, records: list) -> dict[str, pa.Table]:
         if not records:
             return {self.entity.table: pa.table({})}
-        array = pa.array(records)
+        array = _infer(records)
         if _flag_among_floats(records, array.type):
-            raise TypeError("a flag among numbers")  # Arrow's inference read True as 1.0
+            raise _ColumnarRefused("a flag among numbers")  # Arrow's inference read True as 1.0
         if not self._objects_print_back(array):
-            raise TypeError("an array inside an object that Arrow would not print back as sent")
+            raise _ColumnarRefused("an array inside an object that Arrow would not print back as sent")
         return self._from_arrow(pa.Table.from_struct_array(array))
 
     def _from_arrow(self, table: pa.Table) -> dict[str, pa.Table]:
@@ -291,11 +308,11 @@ class PageConverter:
                 if pa.types.is_null(items.type):
                     continue
                 if not pa.types.is_list(items.type) or not pa.types.is_struct(items.type.value_type):
-                    raise TypeError("child field is not a list of objects")  # row path reports it
+                    raise _ColumnarRefused("child field is not a list of objects")  # row path reports it
                 flat = pc.list_flatten(items)
                 names = {flat.type.field(i).name for i in range(flat.type.num_fields)}
                 if flat.null_count or _row_path_decides(child, names):
-                    raise TypeError("line items the row path converts")  # a null item is reported there
+                    raise _ColumnarRefused("line items the row path converts")  # a null item is reported there
                 parents = pc.list_parent_indices(items)
                 rows = pa.Table.from_struct_array(flat)
                 if rows.num_rows:
@@ -586,7 +603,7 @@ def _numbered(lines: pa.Table, key: str, positions: list[int] | pa.Array) -> pa.
     if not column.null_count:
         return lines
     if not pa.types.is_int64(column.type):
-        raise TypeError("a child key of another type than its position")  # the row path numbers it
+        raise _ColumnarRefused("a child key of another type than its position")  # the row path numbers it
     return lines.set_column(lines.schema.get_field_index(key), key, pc.coalesce(column, numbers))
 
 
@@ -720,13 +737,14 @@ def _typed_column(values: list) -> tuple[pa.Array, list[pa.Array]]:
     """One column's values as an array, or, when Arrow cannot type them together,
     the first part by type and the others (``_typed_table``)."""
     try:
-        array = pa.array(values)
-        if pa.types.is_floating(array.type) and any(isinstance(v, bool) for v in values):
-            raise TypeError("a flag after a number")  # Arrow reads True as 1.0 there
-        return array, []
-    except (*ARROW_CAST_ERRORS, TypeError):
+        array = _infer(values)
+    except _ColumnarRefused:
+        array = None
+    # a flag after a number: Arrow reads True as 1.0 there
+    if array is None or (pa.types.is_floating(array.type) and any(isinstance(v, bool) for v in values)):
         parts = _parts_by_type(values)
         return parts[0], parts[1:]
+    return array, []
 
 
 def _parts_by_type(values: list) -> list[pa.Array]:
