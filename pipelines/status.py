@@ -18,7 +18,7 @@ from makini_sync.observe.render_status import by_connection, render
 from makini_sync.observe.status import (
     as_json, inbox_counts, local_packages, parse_duration, read_sync_runs, table_statuses,
 )
-from makini_sync.webhooks.inbox import inbox_path
+from makini_sync.webhooks.inbox_url import inbox_location
 from pipelines.exit_codes import failure_exit_code
 
 
@@ -28,7 +28,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--json", action="store_true", help="every connection and table, as JSON")
     parser.add_argument("--stale-after", default=None, metavar="DURATION",
                         help="exit 1 when a connection's data is older than this, e.g. 30m, 2h, 1d")
-    parser.add_argument("--inbox", default=None, help="the webhook inbox to report on (default: as the receiver's)")
+    parser.add_argument("--inbox", default=None, help="the webhook inbox to report on: a SQLite file or nats://HOST:PORT[/STREAM] (default: as the receiver's)")
     return parser.parse_args(argv)
 
 
@@ -37,6 +37,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         stale_after = parse_duration(args.stale_after) if args.stale_after else None
         profile = load_profile(args.destination)
+        location = inbox_location(args.inbox)
         statuses = table_statuses(read_sync_runs(profile))
     except Exception as exc:  # noqa: BLE001 - the known failures become one line and an exit code
         code = failure_exit_code("makini status", exc)
@@ -44,7 +45,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             raise
         return code
     now = datetime.now(timezone.utc)
-    packages, inbox = local_packages(profile.name), inbox_counts(inbox_path(args.inbox))
+    packages, inbox = local_packages(profile.name), inbox_counts(location)
     connections = by_connection(statuses)
     if args.json:
         print(json.dumps(as_json(statuses, now, packages, inbox), indent=1))

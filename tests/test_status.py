@@ -61,3 +61,24 @@ def test_status_of_an_empty_destination_is_empty_not_an_error(tmp_path, isolated
     run = status(tmp_path)
     assert run.returncode == 0, run.stderr
     assert "0 connection(s)" in run.stdout
+
+
+def test_status_reports_a_jetstream_inbox_and_an_unreachable_broker(tmp_path, isolated_dlt):
+    from tests.jetstream_support import own_stream, with_js
+
+    with own_stream() as (url, inbox):
+        async def two_events(js):
+            await inbox.ensure(js)
+            for n in range(2):
+                event = {"type": "record.updated", "connection_id": "conn_a", "data": {"id": str(n)}}
+                await inbox.publish(js, f"msg_{n}", inbox.subject(event), json.dumps(event).encode())
+
+        with_js(two_events)
+        run = status(tmp_path, "--inbox", url)
+        assert run.returncode == 0, run.stderr
+        assert "webhook inbox: 2 pending (0 failing), 0 dead letter(s)" in run.stdout, run.stdout
+    down = status(tmp_path, "--inbox", "nats://127.0.0.1:9/nowhere")
+    assert down.returncode == 0 and "webhook inbox: unknown (nats://127.0.0.1:9/nowhere" in down.stdout
+    assert json.loads(status(tmp_path, "--json", "--inbox", "nats://127.0.0.1:9/x").stdout)["inbox"]["pending"] is None
+    bad = status(tmp_path, "--inbox", "xyz://somewhere")
+    assert bad.returncode == 2 and "nats://HOST:PORT[/STREAM]" in bad.stderr

@@ -72,7 +72,9 @@ def render(profile: str, connections: list[ConnectionStatus], now: datetime, sta
     for name, counts in packages.items():
         lines.append(f"  this host, pipeline {name}: {counts['pending']} load package(s) pending, "
                      f"{counts['set_aside']} set aside")
-    if inbox is not None:
+    if inbox is not None and inbox.get("error"):
+        lines.append(f"  webhook inbox: unknown ({inbox['error']})")
+    elif inbox is not None:
         lines.append(f"  webhook inbox: {inbox['pending']} pending ({inbox['failing']} failing), "
                      f"{inbox['dead']} dead letter(s), lag {inbox['lag_seconds']:.0f} s")
     return "\n".join(lines)

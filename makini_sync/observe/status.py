@@ -98,12 +98,19 @@ def local_packages(profile_name: str) -> dict[str, dict[str, int]]:
     return found
 
 
-def inbox_counts(path: Optional[Path]) -> Optional[dict]:
-    if path is None or not path.exists():
+def inbox_counts(location: Any) -> Optional[dict]:
+    """The webhook inbox's gauges: a SQLite file's (None when there is none) or a JetStream stream's."""
+    from makini_sync.webhooks.inbox_url import JetStreamAddress
+
+    if isinstance(location, JetStreamAddress):
+        from makini_sync.webhooks.jetstream_inbox import read_counts
+
+        return read_counts(location)
+    if location is None or not Path(location).exists():
         return None
     from makini_sync.webhooks.inbox import Inbox
 
-    return Inbox(path).counts()
+    return Inbox(location).counts()
 
 
 def _utc(moment: Any) -> datetime:

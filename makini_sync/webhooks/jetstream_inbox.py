@@ -47,12 +47,15 @@ largest events get 503 until it is raised (the receiver logs it at start).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import math
 import re
+import socket
 import time
 from typing import Any, Awaitable, Callable, Optional
+from urllib.parse import urlsplit
 
 import nats
 from nats.aio.client import Client as NATS
@@ -225,6 +228,27 @@ def broker_error_logger(server: str) -> Callable[[Exception], Awaitable[None]]:
 
 
 UNKNOWN_COUNTS = {key: math.nan for key in ("pending", "done", "dead", "failing", "lag_seconds")}
+
+
+def read_counts(address: JetStreamAddress, timeout: float = 5.0) -> dict:
+    """The inbox's gauges for a one-off reader (the status view): connect, read, close.
+    An unreachable broker or a stream not made yet gives ``UNKNOWN_COUNTS`` and an ``error``."""
+    async def read() -> dict:
+        parts = urlsplit(address.server)
+        # refused at once rather than after nats-py's connect attempts
+        socket.create_connection((parts.hostname, parts.port), timeout=timeout).close()
+        client = await nats.connect(address.server, connect_timeout=timeout, allow_reconnect=False,
+                                    max_reconnect_attempts=0, error_cb=broker_error_logger(address.server))
+        try:
+            return await JetStreamInbox(address).counts(client.jetstream(timeout=timeout))
+        finally:
+            await client.close()
+
+    try:
+        return asyncio.run(asyncio.wait_for(read(), timeout * 2))
+    except Exception as exc:  # noqa: BLE001 - the status view reports the broker's trouble, it does not fail on it
+        unknown = dict.fromkeys(UNKNOWN_COUNTS)  # None, not NaN: the status view prints JSON
+        return {**unknown, "error": f"{address.server}/{address.stream}: {type(exc).__name__}: {exc}"}
 
 
 async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> Any:
