@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import ctypes
 import logging
+import resource
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -86,6 +87,16 @@ def release_memory_eagerly() -> None:
         ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, 2)
 
 
+def allow_open_files_for_a_fleet() -> None:
+    """Each connection keeps its keep-alive sockets until the run ends, two sessions each:
+    a fleet of a thousand needs more than the 1,024 files many hosts allow by default,
+    so the soft limit goes up to the hard one (raising the hard one needs privileges)."""
+    with contextlib.suppress(ValueError, OSError):
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def run_sync(
     profile: Profile,
     *,
@@ -129,6 +140,7 @@ def run_sync(
     started, started_at, own_pipeline = time.monotonic(), datetime.now(timezone.utc), pipeline
     dlt_seam.require()  # an incompatible dlt fails here, naming what it lacks
     release_memory_eagerly()
+    allow_open_files_for_a_fleet()
     registry = load_registry()  # bad entity config fails here, before any request
     lookback_setting(dlt.config.get("sources.makini.lookback_seconds"))  # and a bad lookback
     chosen = registry.resolve(entities)
