@@ -39,3 +39,16 @@ def test_one_failing_connection_does_not_stop_the_others(fresh_sandbox, tmp_path
     fresh_sandbox.control.set_connection_status(a, "active")
     assert sync(db, fresh_sandbox).ok
     assert_exact(db, fresh_sandbox)
+
+
+def test_a_connection_configured_twice_is_walked_once(fresh_sandbox, tmp_path):
+    db = tmp_path / "w.duckdb"
+    fresh_sandbox.control.requests_served(reset=True)
+    result = sync(db, fresh_sandbox, tokens=[*fresh_sandbox.tokens, fresh_sandbox.tokens[0]])
+    assert result.ok, result.report.failures
+    assert result.connections == 2
+    assert_exact(db, fresh_sandbox)
+    twice, once = (fresh_sandbox.control.requests_served()["by_connection"][c["id"]]
+                   for c in fresh_sandbox.connections)
+    assert twice["connection"] == 2  # looked up once per token
+    assert {k: v for k, v in twice.items() if k != "connection"} == {k: v for k, v in once.items() if k != "connection"}

@@ -88,3 +88,20 @@ def test_once_the_window_is_learned_a_spent_window_waits_for_the_predicted_reset
     pacer.after_response(200, {"X-RateLimit-Limit": "10", "X-RateLimit-Remaining": "0"})
     assert pacer._admit() == pytest.approx(4.5)  # until 1017, with no 429 to find out
     assert pacer.refused == 2
+
+
+def test_a_wait_is_never_longer_than_the_cap_and_a_reset_moment_is_read_as_one():
+    import time
+
+    from sources.makini.pacing import MAX_WAIT_SECONDS
+
+    clock = Clock()
+    pacer = Pacer(clock=clock)
+    assert pacer._admit() == 0
+    pacer.after_response(429, {"Retry-After": "3600"})
+    assert pacer._admit() == pytest.approx(MAX_WAIT_SECONDS)  # the retry budget decides when to give up
+    other = Pacer(clock=clock)
+    assert other._admit() == 0
+    reset_at = time.time() + 30  # X-RateLimit-Reset as a Unix time, as many servers send it
+    other.after_response(200, {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(int(reset_at))})
+    assert 25 < other._admit() <= 31

@@ -56,6 +56,9 @@ def identified_connections(base_url: Optional[str], api_token: Any, selection: W
         if isinstance(answer, MakiniError):
             report.fail(answer)
             continue
+        if answer in found.ids:  # two tokens (or entries) of one connection: walked once
+            logger.warning("connection %s is configured twice (%s); syncing it once", answer, entry.name)
+            continue
         found.ids.append(answer)
         found.tokens.append(entry.token)
         found.opened.append(connection)

@@ -19,7 +19,9 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 import dlt
 from dlt.sources import DltResource
 
-from .client import RetryPolicy, located
+from .cancellation import Cancelled
+from .client import TRANSPORT_ERRORS, RetryPolicy, located
+from .errors import RetriableError
 from .completeness import lookback_setting
 from .connections import Connection, identify_all, open_connections
 from .report import SyncReport
@@ -33,6 +35,9 @@ from .settings import MERGE
 from .walk import EntityWalk, LoadBudget
 
 logger = logging.getLogger(__name__)
+
+# what a walk's requests end with when the connection's breaker stops their retries
+STOPPED_BY_THE_BREAKER = (RetriableError, Cancelled, *TRANSPORT_ERRORS)
 
 
 @dlt.source(name="makini", max_table_nesting=0)
@@ -94,24 +99,27 @@ def entity_resource(
 
     def walks(bookmarks: dict) -> Iterator[Optional[Callable[[], Iterator[Any]]]]:
         """One walk per connection that serves the entity, started when a slot is free."""
+        started: set[str] = set()
         for connection in connections:
-            if connection.breaker.open:
-                report.skip(connection.name, entity.table, connection.breaker)
-                yield None
-                continue
             try:
                 connection_id = connection.identify()
             except Exception as exc:  # noqa: BLE001 - every failure is reported, the others go on
                 failed(connection, exc)
                 yield None
                 continue
-            if only is not None and (connection_id, entity.table) not in only or not connection.serves(entity.table):
+            if only is not None and (connection_id, entity.table) not in only or not connection.serves(entity.table) \
+                    or registry.for_connection(connection_id, entity.table) is None:
+                yield None  # not this extraction's, or an entity only other connections have
+                continue
+            if connection_id in started:  # configured twice: one walk, one bookmark
+                yield None
+                continue
+            started.add(connection_id)
+            if connection.breaker.open:
+                report.skip(connection.name, entity.table, connection.breaker)
                 yield None
                 continue
             served = registry.for_connection(connection_id, entity.table)
-            if served is None:
-                yield None  # an entity only other connections have
-                continue
             # dry run: a copy of the bookmark, since nothing is loaded and it must not move
             state = dict(bookmarks.get(connection_id, {})) if dry_run else bookmarks.setdefault(connection_id, {})
             yield functools.partial(guarded, connection, connection_id, state, served)
@@ -126,8 +134,10 @@ def entity_resource(
 
     def failed(connection: Connection, exc: BaseException) -> None:
         error = located(exc, connection.name, entity.table)
-        if connection.breaker.open and connection.breaker.cause is not error:
-            # another walk of the connection tripped its breaker: this one stopped with it
+        cause = connection.breaker.cause
+        if cause is not None and (isinstance(exc, STOPPED_BY_THE_BREAKER) or type(error) is type(cause)):
+            # another walk of the connection tripped its breaker: this one stopped with it, or met
+            # the same refusal at the same moment; any other failure is its own and is reported
             report.skip(connection.name, entity.table, connection.breaker)
             return
         connection.breaker.record(error)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Optional
 
+from .cancellation import Cancelled
 from .errors import ConfigurationError
 
 logger = logging.getLogger(__name__)
@@ -83,6 +84,8 @@ def read_bound(client: Any, connection_name: str, lookback: Optional[timedelta])
             synced_at = _parse(raw)
             if synced_at is None:
                 problem = f"its {BOUND_FIELD} is not a timestamp ({str(raw)[:40]!r})"
+    except Cancelled:
+        raise  # the walk ended: no bound is learned, none is made up
     except Exception as exc:  # noqa: BLE001 - a status that fails never blocks the sync
         problem = f"it failed ({type(exc).__name__}: {exc})"
     if problem is None:

@@ -70,10 +70,11 @@ class Fleet:
             self._feeds.discard(feed)
         feed.close()
 
-    def wait(self, timeout: float = _IDLE_WAIT_SECONDS) -> None:
-        """Until some walk's page is ready or a slot is free, at most ``timeout``."""
+    def wait(self, want_slot: bool, timeout: float = _IDLE_WAIT_SECONDS) -> None:
+        """Until some walk's page is ready or (``want_slot``) a slot is free, at most ``timeout``."""
         with self._changed:
-            self._changed.wait_for(lambda: self._free > 0 or any(f.ready for f in self._feeds), timeout)
+            self._changed.wait_for(lambda: want_slot and self._free > 0 or any(f.ready for f in self._feeds),
+                                   timeout)
 
     def _page_arrived(self) -> None:
         with self._changed:
@@ -124,7 +125,7 @@ def interleaved(walks: Iterator[Optional[Callable[[], Iterator[Any]]]], fleet: F
                     progressed = True
                     yield item
             if not progressed and active or (starts_left and not active):
-                fleet.wait()
+                fleet.wait(want_slot=starts_left)
                 yield None
     finally:
         for walk in active:

@@ -109,7 +109,7 @@ class Pacer:
         """Learn from a response (or note a request that got none: ``status`` 0)."""
         now = self._clock()
         limit, remaining = _int(headers.get("X-RateLimit-Limit")), _int(headers.get("X-RateLimit-Remaining"))
-        reset = _float(headers.get("X-RateLimit-Reset"))
+        reset = _seconds_until(_float(headers.get("X-RateLimit-Reset")))
         retry_after = _float(headers.get("Retry-After")) if status == 429 else None
         with self._lock:
             self._in_flight = max(0, self._in_flight - 1)
@@ -157,7 +157,9 @@ class Pacer:
             return 0.0
 
     def _close_until(self, moment: float) -> None:
-        """No request before ``moment``, when a window the server named resets."""
+        """No request before ``moment``, when a window the server named resets (at most
+        ``MAX_WAIT_SECONDS`` ahead: a longer wait is the retry budget's to give up on)."""
+        moment = min(moment, self._clock() + MAX_WAIT_SECONDS)
         self._closed_until = max(self._closed_until, moment)
         last, self._reset_seen = self._reset_seen, moment
         if last is not None and moment - last > 1.5:  # not the same reset told twice (whole seconds)
@@ -168,6 +170,18 @@ class Pacer:
     def _use(self, budget: RateBudget) -> None:
         self._window = (MovingWindowRateLimiter(MemoryStorage()), budget)
         self.limit, self._window_seconds = budget.requests, budget.window_seconds
+
+
+# the longest one wait for the rate budget, like RetryPolicy.max_retry_after: a server asking
+# for an hour gets asked again, and the request's retry budget decides when to give up
+MAX_WAIT_SECONDS = 120.0
+_EPOCH_SECONDS = 1e9  # an X-RateLimit-Reset this large is a moment (Unix time), not a delay
+
+
+def _seconds_until(reset: Optional[float]) -> Optional[float]:
+    if reset is None or reset < _EPOCH_SECONDS:
+        return reset
+    return max(reset - time.time(), 0.0)
 
 
 def _window_item(budget: RateBudget) -> Any:

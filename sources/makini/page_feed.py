@@ -41,8 +41,9 @@ class PageFeed:
             raise item
         return item
 
-    def close(self, timeout: float = 30.0) -> None:
-        """Stop the producer and wait for it (an HTTP request in flight finishes first)."""
+    def close(self, timeout: float = 90.0) -> None:
+        """Stop the producer and wait for it: an HTTP request in flight finishes first (its
+        timeout is 60 s), so nothing it does lands after the walk's next stretch began."""
         self._cancel.set()
         self._thread.join(timeout=timeout)
 
