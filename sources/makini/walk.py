@@ -22,7 +22,6 @@ from typing import Any, Callable, Iterator, Optional
 import dlt
 import pyarrow as pa
 
-from . import cancellation
 from .bookmark import Bookmark, Watermark, iso_ms
 from .client import raise_for_makini_error
 from .connections import Connection
@@ -163,8 +162,8 @@ class EntityWalk:
                     page[0].records, paginator.cursor, paginator.total_count,
                     page.response.headers.get("Date"), page.response.headers.get("X-Request-Id"), page[0].path,
                 )
-                if cancellation.cancelled():
-                    return  # the walk ended while this page was on its way: its next stretch spools
+                # spooled even when the walk has just ended: its next stretch takes the page from
+                # here (PageFeed.close waits for this thread, so it never writes into that stretch's log)
                 if spool is not None and not (spool.empty and spooled.cursor is None):
                     # a stretch of one page (most walks of a small connection) keeps nothing: it
                     # never pauses, and a rerun after a crash fetches that one page again (the bound)
