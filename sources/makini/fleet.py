@@ -27,8 +27,8 @@ WAITING = object()  # a walk's next page has not arrived yet
 PAUSED = object()  # next_page: stopped waiting, the extraction is ending
 _NO_MORE = object()
 
-# at once across an extraction: enough to hide 100 ms of latency behind a fleet's
-# conversions, bounded so that threads and buffered pages stay few (benchmarks/fleet_benchmark.py)
+# walks at once across an extraction: enough to hide a remote API's latency behind the
+# conversions, few enough that threads and buffered pages stay bounded (benchmarks/fleet_benchmark.py)
 DEFAULT_CONCURRENCY = 32
 _IDLE_WAIT_SECONDS = 0.05
 
