@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from makini_sync.webhooks.inbox_url import JetStreamAddress, parse_inbox
+from makini_sync.webhooks.inbox_url import JetStreamAddress, inbox_location, parse_inbox
 from pipelines.webhooks import main
 from sources.makini.errors import ConfigurationError
 
@@ -56,3 +56,24 @@ def test_the_environment_variable_is_held_to_the_same_rule(tmp_path, monkeypatch
     monkeypatch.setenv("MAKINI_INBOX", "nats:/broken")
     assert main(["dlq", "list"]) == 2
     assert "MAKINI_INBOX 'nats:/broken' is not an inbox" in capsys.readouterr().err
+
+
+def test_dlt_config_names_the_inbox_below_the_flag_and_the_environment(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".dlt").mkdir()
+    (tmp_path / ".dlt" / "config.toml").write_text('[sources.makini]\nwebhook_inbox = "nats://127.0.0.1:4222/prod"\n')
+    monkeypatch.delenv("MAKINI_INBOX", raising=False)
+    assert inbox_location() == JetStreamAddress("nats://127.0.0.1:4222", "prod")
+    monkeypatch.setenv("SOURCES__MAKINI__WEBHOOK_INBOX", "nats://127.0.0.1:4222/from_env")
+    assert inbox_location() == JetStreamAddress("nats://127.0.0.1:4222", "from_env")
+    monkeypatch.setenv("MAKINI_INBOX", "inbox.sqlite")
+    assert inbox_location() == (tmp_path / "inbox.sqlite").resolve()
+    assert inbox_location("nats://127.0.0.1:4222/flag") == JetStreamAddress("nats://127.0.0.1:4222", "flag")
+
+
+def test_a_configured_inbox_it_does_not_understand_is_refused(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MAKINI_INBOX", raising=False)
+    monkeypatch.setenv("SOURCES__MAKINI__WEBHOOK_INBOX", "nats:/broken")
+    assert main(["dlq", "list"]) == 2
+    assert "sources.makini.webhook_inbox 'nats:/broken' is not an inbox" in capsys.readouterr().err

@@ -1,4 +1,5 @@
-"""Which inbox ``--inbox`` (or env ``MAKINI_INBOX``) names: a SQLite file, or a JetStream stream.
+"""Which inbox ``--inbox`` names (or env ``MAKINI_INBOX``, or dlt config
+``sources.makini.webhook_inbox``): a SQLite file, or a JetStream stream.
 
     ./makini_webhooks.sqlite        a file path: the embedded SQLite inbox (the default)
     nats://HOST:PORT[/STREAM]       NATS JetStream: STREAM (default ``makini``) on that server
@@ -24,6 +25,7 @@ from sources.makini.errors import ConfigurationError
 from makini_sync.webhooks.inbox import DEFAULT_INBOX
 
 DEFAULT_STREAM = "makini"
+CONFIG_KEY = "sources.makini.webhook_inbox"  # beside sources.makini.webhook_secret; env SOURCES__MAKINI__WEBHOOK_INBOX
 ACCEPTED = "a file path (the SQLite inbox) or nats://HOST:PORT[/STREAM] (JetStream; STREAM is letters, digits, _ or -)"
 # a stream name is also the first token of its subjects and part of its
 # dead-letter stream's and ledger's names, so only characters valid in all three
@@ -41,13 +43,26 @@ InboxLocation = Union[Path, JetStreamAddress]
 
 
 def inbox_location(explicit: Optional[str] = None) -> InboxLocation:
-    """``--inbox``, else ``MAKINI_INBOX``, else ``makini_webhooks.sqlite`` in the working dir."""
+    """``--inbox``, else ``MAKINI_INBOX``, else dlt config ``sources.makini.webhook_inbox``, else
+    ``makini_webhooks.sqlite`` in the working dir."""
     if explicit:
         return parse_inbox(explicit, "--inbox")
     from_env = os.environ.get("MAKINI_INBOX")
     if from_env:
         return parse_inbox(from_env, "MAKINI_INBOX")
+    configured = _configured_inbox()
+    if configured:
+        return parse_inbox(configured, CONFIG_KEY)
     return Path(DEFAULT_INBOX).resolve()
+
+
+def _configured_inbox() -> Optional[str]:
+    import dlt
+
+    value = dlt.config.get(CONFIG_KEY)
+    if value is not None and not isinstance(value, str):
+        raise ConfigurationError(f"{CONFIG_KEY} must be a string: give {ACCEPTED}")
+    return value
 
 
 def parse_inbox(value: str, given_as: str = "--inbox") -> InboxLocation:
