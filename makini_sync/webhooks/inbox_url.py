@@ -59,7 +59,7 @@ def inbox_location(explicit: Optional[str] = None) -> InboxLocation:
 def _configured_inbox() -> Optional[str]:
     import dlt
 
-    value = dlt.config.get(CONFIG_KEY)
+    value: object = dlt.config.get(CONFIG_KEY)
     if value is not None and not isinstance(value, str):
         raise ConfigurationError(f"{CONFIG_KEY} must be a string: give {ACCEPTED}")
     return value
