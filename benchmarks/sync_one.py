@@ -31,8 +31,9 @@ def run_makini(args) -> int:
 
     base = load_profile("duckdb")
     profile = base.with_settings(credentials=args.db)
+    rows = {"rows_per_load": int(os.environ["BENCH_ROWS_PER_LOAD"])} if "BENCH_ROWS_PER_LOAD" in os.environ else {}
     result = run_sync(profile, base_url=args.base_url, api_token=[args.token], pipeline_name="bench_makini",
-                      checkpoints=not args.no_checkpoints)
+                      checkpoints=not args.no_checkpoints, **rows)
     if not result.ok:
         raise SystemExit(f"sync failed: {result.report.failures}")
     PATHS.update(result.report.paths)

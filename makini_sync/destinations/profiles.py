@@ -61,6 +61,11 @@ class Profile:
             self.duckdb_file()  # refuses a file named like the dataset
             if "credentials" not in settings and not self._database_configured():
                 settings["credentials"] = DEFAULT_DUCKDB_FILE  # dlt would name it after the profile
+            credentials = settings.get("credentials")
+            if isinstance(credentials, str) and "://" not in credentials and not credentials.startswith("md:"):
+                # a file path goes in as the database itself: dlt parses a string as a connection
+                # URL first, which imports SQLAlchemy on every run (benchmarks/sync_benchmark.py)
+                settings["credentials"] = {"database": credentials}
         destination = Destination.from_reference(self.destination, destination_name=self.name, **settings)
         assert destination is not None  # a reference always resolves or raises
         return destination
