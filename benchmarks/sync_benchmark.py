@@ -68,6 +68,8 @@ def show(label: str, figures: dict) -> None:
     split = ""
     if "fetch_seconds" in figures:
         split = f"  fetch {figures['fetch_seconds']:.2f} s, load {figures['load_seconds']:.2f} s, {figures['pages']} pages"
+        if figures.get("sampled_all"):
+            split += f", read twice to sample every file: {', '.join(figures['sampled_all'])}"
     print(f"{label:<28} {figures['records']:>9} records {figures['seconds']:>8.2f} s "
           f"{figures['records_per_s']:>9} rec/s  peak RSS {figures['peak_rss_mb']:>5} MB"
           f"  out-of-memory retries {figures['oom_retries']}" + (f"  pages: {shares}" if shares else "") + split)
