@@ -11,8 +11,6 @@ import uuid
 from datetime import datetime
 from typing import Any, Sequence
 
-import dlt
-
 from sources.makini.bookmark import parse_iso
 from sources.makini.dlt_seam import source_resources_state
 from sources.makini.report import SyncReport
@@ -58,16 +56,7 @@ def run_rows(report: SyncReport, pipeline: Any, connection_ids: Sequence[str], t
 
 
 def record_sync_run(profile: Profile, rows: list[dict[str, Any]]) -> None:
-    """Through a pipeline of its own: for a run that loaded no package to carry the rows."""
     append_records(profile, SYNC_RUNS_TABLE, rows, SYNC_RUNS_PIPELINE, columns=COLUMNS)
-
-
-def extract_sync_run(pipeline: Any, profile: Profile, rows: list[dict[str, Any]]) -> None:
-    """The run's rows extracted into the sync's own pipeline after its last walk, so they
-    load with its last package, in the same load: no second pipeline run per sync."""
-    if rows:
-        pipeline.extract(dlt.resource(rows, name=SYNC_RUNS_TABLE, write_disposition="append", columns=COLUMNS),
-                         loader_file_format=profile.loader_file_format)
 
 
 def _moment(text: Any) -> Any:

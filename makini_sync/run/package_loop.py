@@ -7,7 +7,7 @@ import contextlib
 import dataclasses
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import dlt
 
@@ -24,7 +24,6 @@ from makini_sync.run.destination_session import after_load, destination_session,
 from makini_sync.integrity.fence import fenced_table_names
 from makini_sync.destinations.profiles import Profile
 from makini_sync.integrity.locking import WriterLocks
-from makini_sync.observe.sync_runs import extract_sync_run
 from makini_sync.workers.full_refresh import refresh_own_rows
 
 
@@ -53,10 +52,7 @@ class PackageLoop:
         full_refresh: bool = False,
         locks: Optional[WriterLocks] = None,
         connection_ids: Sequence[str] = (),
-        run_record: Optional[Callable[[], list[dict]]] = None,
     ) -> None:
-        """``run_record``: the run's rows for ``_makini_sync_runs``, asked for once the
-        last walk ended and loaded with the last package (``recorded`` says it was)."""
         self.pipeline, self.profile, self.entities = pipeline, profile, list(entities)
         self.source_args, self.options, self.spool_root = source_args, options, spool_root
         assert options.outcomes is not None  # the run goes on from what the extractions left
@@ -70,8 +66,6 @@ class PackageLoop:
         self.existing: set[str] = set()  # tables at the destination before the run
         self.fenced: set[str] = set()  # tables the version fence reads
         self.stored_kinds: dict = {}  # column types at the destination before the run
-        self.run_record = run_record
-        self.recorded = False
 
     def run(self) -> None:
         only: Optional[frozenset] = None
@@ -82,9 +76,6 @@ class PackageLoop:
         try:
             while True:
                 self._extract(only)
-                if not self.outcomes.unfinished and self.run_record is not None:
-                    extract_sync_run(self.pipeline, self.profile, self.run_record())
-                    self.recorded = True
                 if loading is not None:  # the previous package, loaded while this one was extracted
                     loading.wait()
                     with self._load_lock():

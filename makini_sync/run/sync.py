@@ -186,21 +186,16 @@ def run_sync(
         adopted = {} if full_refresh or backfill or dry_run or profile.documents else adopt_bookmarks(
             pipeline, sync_pipeline_prefix(profile.name, dataset), connections.ids, [e.table for e in chosen])
         settle_spools(spool_root, committed_positions(source_resources_state(pipeline)))
-        recording = own_pipeline is None and not (collect_versions or dry_run)  # reconcile records its own runs
-        run_pipeline = pipeline
-
-        def run_record() -> list[dict]:
-            return run_rows(report, run_pipeline, connections.ids, [e.table for e in chosen], started_at,
-                            datetime.now(timezone.utc), selection.label)
-
         loop = PackageLoop(pipeline, profile, chosen, source_args, options, spool_root, full_refresh, locks,
-                           connections.ids, run_record if recording else None)
+                           connections.ids)
         if connections.tokens:
             loop.run()
         report.log_schema_changes()
-        if recording and not loop.recorded:  # no walk ran: the rows go through a pipeline of their own
+        if own_pipeline is None and not (collect_versions or dry_run):  # reconcile records its own runs
             # while the run's database is open and its locks held: no second open of the file
-            record_sync_run(database.profile or profile, run_record())
+            record_sync_run(database.profile or profile, run_rows(
+                report, pipeline, connections.ids, [e.table for e in chosen], started_at,
+                datetime.now(timezone.utc), selection.label))
     after = count_rows(pipeline, loop.tables) if profile.documents else loop.after
     result = SyncResult(profile.name, report, seconds=time.monotonic() - started, pipeline_name=name,
                         connections=len(connections.tokens), lock_wait_seconds=locks.waited, adopted=len(adopted),
