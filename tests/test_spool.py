@@ -19,7 +19,7 @@ def test_replays_pages_in_order_and_only_for_its_base(tmp_path):
     replay = Spool(tmp_path, "conn_a", "vendors").load(BASE)
     assert [p.records["id"][0].as_py() for p in replay] == ["r0", "r1", "r2"]
     assert [p.cursor for p in replay] == ["c1", "c2", None]
-    assert Spool(tmp_path, "conn_a", "vendors").load({**BASE, "cursor": "elsewhere"}) == []  # stale: cleared
+    assert list(Spool(tmp_path, "conn_a", "vendors").load({**BASE, "cursor": "elsewhere"})) == []  # stale: cleared
     assert not (tmp_path / "conn_a" / "vendors").exists()
 
 
@@ -62,7 +62,7 @@ def test_a_spool_whose_base_frame_is_torn_is_stale(tmp_path):
     spool.start(BASE)
     log = tmp_path / "conn_a" / "vendors" / LOG_NAME
     log.write_bytes(log.read_bytes()[:-1])
-    assert Spool(tmp_path, "conn_a", "vendors").load(BASE) == []
+    assert list(Spool(tmp_path, "conn_a", "vendors").load(BASE)) == []
     assert not log.exists()
 
 

@@ -18,13 +18,14 @@ moves past a page that is not in a committed load package.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import shutil
 import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, BinaryIO, Iterable, Iterator, Optional
 
 import orjson
 import pyarrow as pa
@@ -61,25 +62,28 @@ def _frame(header: dict, payload: bytes | memoryview = b"") -> bytes:
     return b"".join((_FRAME.pack(_MAGIC, len(head), len(payload), crc), head, payload))
 
 
-def _frames(data: bytes) -> Iterator[tuple[int, dict, memoryview]]:
-    """(end offset, header, payload) of each whole, intact frame; stops at the
-    first torn or damaged one (a write cut short by a crash)."""
-    view, offset = memoryview(data), 0
-    while offset + _FRAME.size <= len(data):
-        magic, head_len, payload_len, crc = _FRAME.unpack_from(data, offset)
-        start = offset + _FRAME.size
-        end = start + head_len + payload_len
-        if magic != _MAGIC or end > len(data):
+def _frames(log: BinaryIO) -> Iterator[tuple[int, dict, int, int]]:
+    """(end offset, header, payload offset, payload length) of each whole, intact
+    frame; stops at the first torn or damaged one (a write cut short by a crash).
+    One frame is in memory at a time: a spool holds a whole package's pages."""
+    offset = 0
+    while True:
+        fixed = log.read(_FRAME.size)
+        if len(fixed) < _FRAME.size:
             return
-        head, payload = view[start:start + head_len], view[start + head_len:end]
-        if zlib.crc32(payload, zlib.crc32(head)) != crc:
+        magic, head_len, payload_len, crc = _FRAME.unpack(fixed)
+        if magic != _MAGIC:
+            return
+        head, payload = log.read(head_len), log.read(payload_len)
+        if len(head) < head_len or len(payload) < payload_len or zlib.crc32(payload, zlib.crc32(head)) != crc:
             return
         try:
             header = orjson.loads(head)
         except orjson.JSONDecodeError:
             return
-        yield end, header, payload
-        offset = end
+        start = offset + _FRAME.size + head_len
+        offset = start + payload_len
+        yield offset, header, start, payload_len
 
 
 def _encode(page: SpooledPage) -> tuple[dict, bytes | memoryview]:
@@ -93,13 +97,43 @@ def _encode(page: SpooledPage) -> tuple[dict, bytes | memoryview]:
     return {**header, "kind": "json"}, exact_json.dumps(page.records)
 
 
-def _decode(header: dict, payload: memoryview) -> SpooledPage:
+def _decode(header: dict, payload: bytes) -> SpooledPage:
     if header["kind"] == "arrow":
-        # copied out of the file's buffer: the spool may be cleared while the table is in use
-        records = ipc.open_stream(pa.py_buffer(bytes(payload))).read_all()
+        records = ipc.open_stream(pa.py_buffer(payload)).read_all()
     else:
         records = exact_json.loads(payload)
     return SpooledPage(records, header["cursor"], header["total_count"], header["date"], header["request_id"])
+
+
+class SpooledPages:
+    """The pages ``Spool.load`` found, each read from the log and decoded only when
+    the walk reaches it: a spool can hold a whole package's pages."""
+
+    def __init__(self, log: Optional[Path], pages: list[tuple[dict, int, int]]) -> None:
+        self._log, self._pages = log, pages
+
+    def __len__(self) -> int:
+        return len(self._pages)
+
+    def __bool__(self) -> bool:
+        return bool(self._pages)
+
+    @property
+    def last_cursor(self) -> Optional[str]:
+        return self._pages[-1][0]["cursor"] if self._pages else None
+
+    def __iter__(self) -> Iterator[SpooledPage]:
+        if not self._pages or self._log is None:
+            return
+        with open(self._log, "rb") as log:
+            for header, offset, length in self._pages:
+                log.seek(offset)
+                yield _decode(header, log.read(length))
+
+
+def _payload(log: BinaryIO, offset: int, length: int) -> bytes:
+    log.seek(offset)
+    return log.read(length)
 
 
 class Spool:
@@ -123,25 +157,26 @@ class Spool:
     def _log(self) -> Path:
         return self.dir / LOG_NAME
 
-    def _read(self) -> tuple[Optional[dict], list[tuple[dict, memoryview]], int]:
-        """(base, [(page header, payload)], end of the last intact frame)."""
+    def _read(self) -> tuple[Optional[dict], list[tuple[dict, int, int]], int]:
+        """(base, [(page header, payload offset, payload length)], end of the last intact frame)."""
+        base, pages, good = None, [], 0
         try:
-            data = self._log.read_bytes()
+            log = open(self._log, "rb")
         except FileNotFoundError:
             return None, [], 0
-        base, pages, good = None, [], 0
-        for end, header, payload in _frames(data):
-            if base is None:
-                if "base" not in header:
-                    break
-                base = header["base"]
-            else:
-                pages.append((header, payload))
-            good = end
+        with log:
+            for end, header, offset, length in _frames(log):
+                if base is None:
+                    if "base" not in header:
+                        break
+                    base = header["base"]
+                else:
+                    pages.append((header, offset, length))
+                good = end
         return base, pages, good
 
-    def load(self, base: dict) -> list[SpooledPage]:
-        """The pages spooled since ``base`` (the walk's position in dlt state); [] if stale.
+    def load(self, base: dict) -> SpooledPages:
+        """The pages spooled since ``base`` (the walk's position in dlt state); none if stale.
 
         A stretch that ended before pages its feed had fetched ahead (the
         extraction was full) leaves them here; the next stretch starts from a
@@ -154,10 +189,10 @@ class Spool:
             found, pages, good = self._read()
         if found is None or found != base:
             self.clear()
-            return []
+            return SpooledPages(None, [])
         if good != self._log.stat().st_size:
             os.truncate(self._log, good)  # drop a torn tail, so appends follow intact frames
-        return [_decode(header, payload) for header, payload in pages]
+        return SpooledPages(self._log, pages)
 
     def start(self, base: dict) -> None:
         self.clear()
@@ -211,7 +246,7 @@ class Spool:
             if base != committed:
                 self.clear()
             return
-        cursors = [header["cursor"] for header, _ in pages]
+        cursors = [header["cursor"] for header, _, _ in pages]
         if committed.get("cursor") not in cursors:
             if base != committed:
                 self.clear()
@@ -219,12 +254,14 @@ class Spool:
         keep = pages[cursors.index(committed["cursor"]) + 1:]
         self._close()
         tmp = self._log.with_suffix(".tmp")
-        self._write_log(tmp, [_frame({"base": committed}), *(_frame(h, p) for h, p in keep)])
+        with open(self._log, "rb") as log:
+            self._write_log(tmp, itertools.chain([_frame({"base": committed})],
+                                                 (_frame(h, _payload(log, offset, length)) for h, offset, length in keep)))
         os.replace(tmp, self._log)
         if self.fsync:
             _fsync_dir(self.dir)
 
-    def _write_log(self, path: Path, frames: list[bytes]) -> None:
+    def _write_log(self, path: Path, frames: Iterable[bytes]) -> None:
         with open(path, "wb") as f:
             for frame in frames:
                 f.write(frame)

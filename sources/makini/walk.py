@@ -29,7 +29,7 @@ from .errors import InvalidCursor
 from .paginator import MakiniCursorPaginator
 from .fleet import PAUSED, Fleet, next_page
 from .page_feed import END
-from .spool import Spool, SpooledPage
+from .spool import Spool, SpooledPage, SpooledPages
 from .walk_outcomes import WalkOutcomes
 from .walk_position import STATE_KEY as WALK_KEY, WalkPosition, walk_base
 from .column_kinds import ARROW_CAST_ERRORS, ColumnKinds, schema_change_rows
@@ -134,10 +134,10 @@ class EntityWalk:
             params["modified_after"] = bookmark.modified_after
         base = walk_base(saved.cursor if saved else None, bookmark.modified_after, from_scratch)
         spool = Spool(self.spool_root, connection_id, entity.table) if self.spool_root else None
-        replay = spool.load(base) if spool else []
+        replay = spool.load(base) if spool else SpooledPages(None, [])
         if spool and not replay:
             spool.begin(base)  # written by the feed thread with the first page worth keeping
-        resume = replay[-1].cursor if replay else base["cursor"]
+        resume = replay.last_cursor if replay else base["cursor"]
         walk_key = (connection_id, entity.table)
         if self.collect_versions and from_scratch and base["cursor"] is None and not replay:
             # whole evidence only from a walk that fetched its first page in this run
