@@ -9,7 +9,9 @@ unique ``webhook-id`` and a fresh timestamp each) before the clock starts;
 a response is read as status line + headers + ``Content-Length`` body. Only
 what the receiver sends is understood (no chunked bodies, no pipelining).
 
-Two modes, chosen by the spec:
+The spec's ``ports`` lists the receivers; the connections are spread over
+them in turn (two receivers behind a load balancer that balances
+connections). Two modes, chosen by the spec:
   closed  ``connections`` keep-alive connections, each sending its next
           request when the previous answer arrives (wrk's model); latency
           and throughput over ``seconds`` after ``warmup`` seconds.
@@ -49,7 +51,7 @@ def po_event(webhook_id: str, po_id: str, connection_id: str, lines: int = 2) ->
 def build_requests(spec: dict) -> tuple[list[bytes], list[str]]:
     """Signed requests (bytes) and their webhook ids; ``unique: false`` builds one request to reuse."""
     signer = Webhook(spec["secret"])
-    host = f"{spec['host']}:{spec['port']}"
+    host = spec["host"]  # the same request goes to any of the ports
     stamp = datetime.now(timezone.utc)
     prefix = spec["id_prefix"]
     requests, ids = [], []
@@ -111,6 +113,16 @@ class Connection(asyncio.Protocol):
         self.on_lost(exc)
 
 
+async def connect(spec: dict, make: Callable[[], Connection]) -> list[Connection]:
+    """``spec["connections"]`` connections, spread over ``spec["ports"]`` in turn."""
+    loop, ports = asyncio.get_running_loop(), spec["ports"]
+    conns = []
+    for i in range(spec["connections"]):
+        _, conn = await loop.create_connection(make, spec["host"], ports[i % len(ports)])
+        conns.append(conn)
+    return conns
+
+
 def cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -157,11 +169,8 @@ async def closed_loop(spec: dict, requests: list[bytes]) -> dict:
         if open_connections[0] == 0 and not done.done():
             done.set_result(None)
 
-    conns = []
-    for _ in range(spec["connections"]):
-        _, conn = await loop.create_connection(lambda: Connection(on_answer, on_lost), spec["host"], spec["port"])
-        open_connections[0] += 1
-        conns.append(conn)
+    conns = await connect(spec, lambda: Connection(on_answer, on_lost))
+    open_connections[0] = len(conns)
     start = time.perf_counter()
     measure_from, measure_to = start + warmup, start + warmup + seconds
     for conn in conns:
@@ -199,10 +208,8 @@ async def paced(spec: dict, requests: list[bytes], ids: list[str]) -> dict:
     def on_lost(exc: Optional[Exception]) -> None:
         pass
 
-    conns = []
-    for _ in range(spec["connections"]):
-        _, conn = await loop.create_connection(lambda: Connection(on_answer, on_lost), spec["host"], spec["port"])
-        conns.append(conn)
+    conns = await connect(spec, lambda: Connection(on_answer, on_lost))
+    for conn in conns:
         idle.put_nowait(conn)
     start = time.perf_counter()
     i = 0
