@@ -1,5 +1,8 @@
 """``--inbox`` names a SQLite file or a JetStream stream; anything else is refused at start, in one line."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -62,8 +65,12 @@ def test_dlt_config_names_the_inbox_below_the_flag_and_the_environment(tmp_path,
     monkeypatch.chdir(tmp_path)
     (tmp_path / ".dlt").mkdir()
     (tmp_path / ".dlt" / "config.toml").write_text('[sources.makini]\nwebhook_inbox = "nats://127.0.0.1:4222/prod"\n')
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKINI_INBOX", "SOURCES__MAKINI__WEBHOOK_INBOX")}
+    # a process of its own: dlt reads config.toml from the working dir once per process
+    read = subprocess.run([sys.executable, "-c", "from makini_sync.webhooks.inbox_url import inbox_location; "
+                           "print(repr(inbox_location()))"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert read.stdout.strip() == repr(JetStreamAddress("nats://127.0.0.1:4222", "prod")), read.stderr
     monkeypatch.delenv("MAKINI_INBOX", raising=False)
-    assert inbox_location() == JetStreamAddress("nats://127.0.0.1:4222", "prod")
     monkeypatch.setenv("SOURCES__MAKINI__WEBHOOK_INBOX", "nats://127.0.0.1:4222/from_env")
     assert inbox_location() == JetStreamAddress("nats://127.0.0.1:4222", "from_env")
     monkeypatch.setenv("MAKINI_INBOX", "inbox.sqlite")
