@@ -7,9 +7,10 @@
 
 The webhook secret is dlt config ``sources.makini.webhook_secret`` (env
 SOURCES__MAKINI__WEBHOOK_SECRET; a list during rotation). The inbox is
-``./makini_webhooks.sqlite`` unless ``--inbox`` or MAKINI_INBOX says otherwise
-(a file path, or ``nats://HOST:PORT[/STREAM]`` for JetStream), so ``serve``
-and ``process`` started alike find the same one.
+``./makini_webhooks.sqlite`` unless ``--inbox``, MAKINI_INBOX or dlt config
+``sources.makini.webhook_inbox`` says otherwise (a file path, relative to the
+working dir, or ``nats://HOST:PORT[/STREAM]`` for JetStream), so ``serve`` and
+``process`` started alike find the same one.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m pipelines.webhooks", description=__doc__.split("\n")[0])
     parser.add_argument("--inbox", default=None,
                         help="a file (SQLite, default ./makini_webhooks.sqlite) or nats://HOST:PORT[/STREAM] "
-                             "(JetStream); env MAKINI_INBOX")
+                             "(JetStream); env MAKINI_INBOX, or dlt config sources.makini.webhook_inbox")
     parser.add_argument("--log-level", default="INFO")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the receiver")

@@ -1,8 +1,11 @@
 """The page spool: replays exactly what it holds since its base, and is trimmed by committed loads."""
 
-import pyarrow as pa
+import tracemalloc
 
-from sources.makini.spool import LOG_NAME, Spool, SpooledPage, settle_spools
+import pyarrow as pa
+import pytest
+
+from sources.makini.spool import _FRAME, _MAGIC, LOG_NAME, Spool, SpoolChanged, SpooledPage, settle_spools
 
 BASE = {"cursor": None, "modified_after": None, "backfill": False}
 
@@ -74,3 +77,55 @@ def test_list_pages_round_trip(tmp_path):
     (replayed,) = Spool(tmp_path, "conn_a", "vendors").load(BASE)
     assert (replayed.records, replayed.cursor, replayed.date, replayed.request_id) == (
         records, None, "Sun, 29 Nov 2026 01:00:00 GMT", "req_x")
+
+
+def test_a_frame_whose_length_runs_past_the_file_is_a_torn_tail(tmp_path):
+    spool = Spool(tmp_path, "conn_a", "vendors")
+    spool.start(BASE)
+    for n, cursor in enumerate(["c1", "c2"]):
+        spool.append(page(n, cursor))
+    log = tmp_path / "conn_a" / "vendors" / LOG_NAME
+    intact = log.stat().st_size
+    with open(log, "ab") as f:  # a damaged frame whose length claims 4 EiB: dropped without reading it
+        f.write(_FRAME.pack(_MAGIC, 2, 2**62, 0) + b"{}")
+    assert [p.cursor for p in Spool(tmp_path, "conn_a", "vendors").load(BASE)] == ["c1", "c2"]
+    assert log.stat().st_size == intact
+
+
+def test_a_spool_rebases_on_a_cursor_among_its_pages(tmp_path):
+    spool = Spool(tmp_path, "conn_a", "vendors")
+    spool.start(BASE)
+    for n, cursor in enumerate(["c1", "c2", "c3"]):
+        spool.append(page(n, cursor))
+    replay = Spool(tmp_path, "conn_a", "vendors").load({**BASE, "cursor": "c1"})
+    assert [(p.cursor, p.records["id"][0].as_py()) for p in replay] == [("c2", "r1"), ("c3", "r2")]
+
+
+def test_loading_a_large_spool_holds_no_page_until_the_walk_reaches_it(tmp_path):
+    spool = Spool(tmp_path, "conn_a", "purchase_orders", fsync=False)
+    spool.start(BASE)
+    big = pa.table({"id": [f"r{i}" for i in range(20_000)], "note": ["x" * 40] * 20_000})  # about 1 MB
+    for n in range(30):
+        spool.append(SpooledPage(big, f"c{n}", None, None, None))
+    tracemalloc.start()
+    try:
+        replay = Spool(tmp_path, "conn_a", "purchase_orders").load(BASE)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert replay.last_cursor == "c29"
+    assert peak < 3 * big.nbytes, peak  # one frame read at a time, not the 30 MB log
+
+
+def test_a_log_changed_after_loading_is_refused_not_misread(tmp_path):
+    spool = Spool(tmp_path, "conn_a", "vendors")
+    spool.start(BASE)
+    for n, cursor in enumerate(["c1", "c2"]):
+        spool.append(page(n, cursor))
+    replay = Spool(tmp_path, "conn_a", "vendors").load(BASE)
+    rewritten = Spool(tmp_path, "conn_a", "vendors")
+    rewritten.start(BASE)
+    for n, cursor in enumerate(["c1", "c2"]):
+        rewritten.append(page(n + 7, cursor))  # same shape, other records
+    with pytest.raises(SpoolChanged):
+        list(replay)

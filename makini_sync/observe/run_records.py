@@ -16,11 +16,13 @@ from makini_sync.workers.naming import writer_pipeline_name
 
 
 def append_records(profile: Profile, table: str, rows: list[dict[str, Any]], pipeline_kind: str,
-                   columns: Optional[dict[str, Any]] = None) -> None:
-    """``columns``: dlt column hints, for columns that may hold only nulls in a run."""
+                   columns: Optional[dict[str, Any]] = None, via: Optional[Profile] = None) -> None:
+    """``columns``: dlt column hints, for columns that may hold only nulls in a run.
+    ``via``: the profile to write through (a run's open DuckDB connection); the
+    dataset's lock is always ``profile``'s, which knows the database's file."""
     if not rows:
         return
-    pipeline = make_pipeline(profile, writer_pipeline_name(pipeline_kind, profile.name, DATASET_NAME))
+    pipeline = make_pipeline(via or profile, writer_pipeline_name(pipeline_kind, profile.name, DATASET_NAME))
     with WriterLocks(profile, DATASET_NAME, holder_name(pipeline.pipeline_name), pipeline) as locks, locks.loading():
         pipeline.extract(dlt.resource(rows, name=table, write_disposition="append", columns=columns),
                          loader_file_format=profile.loader_file_format)

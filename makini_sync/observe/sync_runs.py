@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 from sources.makini.bookmark import parse_iso
 from sources.makini.dlt_seam import source_resources_state
@@ -55,8 +55,9 @@ def run_rows(report: SyncReport, pipeline: Any, connection_ids: Sequence[str], t
     return rows
 
 
-def record_sync_run(profile: Profile, rows: list[dict[str, Any]]) -> None:
-    append_records(profile, SYNC_RUNS_TABLE, rows, SYNC_RUNS_PIPELINE, columns=COLUMNS)
+def record_sync_run(profile: Profile, rows: list[dict[str, Any]], via: Optional[Profile] = None) -> None:
+    """``via``: the profile to write through (``run_records.append_records``)."""
+    append_records(profile, SYNC_RUNS_TABLE, rows, SYNC_RUNS_PIPELINE, columns=COLUMNS, via=via)
 
 
 def _moment(text: Any) -> Any:

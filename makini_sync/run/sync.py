@@ -193,9 +193,9 @@ def run_sync(
         report.log_schema_changes()
         if own_pipeline is None and not (collect_versions or dry_run):  # reconcile records its own runs
             # while the run's database is open and its locks held: no second open of the file
-            record_sync_run(database.profile or profile, run_rows(
+            record_sync_run(profile, run_rows(
                 report, pipeline, connections.ids, [e.table for e in chosen], started_at,
-                datetime.now(timezone.utc), selection.label))
+                datetime.now(timezone.utc), selection.label), via=database.profile)
     after = count_rows(pipeline, loop.tables) if profile.documents else loop.after
     result = SyncResult(profile.name, report, seconds=time.monotonic() - started, pipeline_name=name,
                         connections=len(connections.tokens), lock_wait_seconds=locks.waited, adopted=len(adopted),

@@ -15,7 +15,6 @@ on top of sqlite3.
 from __future__ import annotations
 
 import logging
-import os
 import sqlite3
 import threading
 import time
@@ -41,11 +40,6 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_by_status ON events (status, received_at);
 """
-
-
-def inbox_path(explicit: Optional[str] = None) -> Path:
-    """``--inbox``, else ``MAKINI_INBOX``, else ``makini_webhooks.sqlite`` in the working dir."""
-    return Path(explicit or os.environ.get("MAKINI_INBOX") or DEFAULT_INBOX).resolve()
 
 
 @dataclass(frozen=True)

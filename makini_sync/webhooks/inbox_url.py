@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Optional, Union
 from urllib.parse import urlsplit
 
+import dlt
+
 from sources.makini.errors import ConfigurationError
 
 from makini_sync.webhooks.inbox import DEFAULT_INBOX
@@ -57,8 +59,6 @@ def inbox_location(explicit: Optional[str] = None) -> InboxLocation:
 
 
 def _configured_inbox() -> Optional[str]:
-    import dlt
-
     value: object = dlt.config.get(CONFIG_KEY)
     if value is not None and not isinstance(value, str):
         raise ConfigurationError(f"{CONFIG_KEY} must be a string: give {ACCEPTED}")

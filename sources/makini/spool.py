@@ -25,7 +25,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable, Iterator, Optional
+from typing import Any, BinaryIO, Iterable, Iterator, NamedTuple, Optional
 
 import orjson
 import pyarrow as pa
@@ -62,28 +62,49 @@ def _frame(header: dict, payload: bytes | memoryview = b"") -> bytes:
     return b"".join((_FRAME.pack(_MAGIC, len(head), len(payload), crc), head, payload))
 
 
-def _frames(log: BinaryIO) -> Iterator[tuple[int, dict, int, int]]:
-    """(end offset, header, payload offset, payload length) of each whole, intact
-    frame; stops at the first torn or damaged one (a write cut short by a crash).
+class _Frame(NamedTuple):
+    """Where one intact page frame of a log is, and what checks its payload when it is read again."""
+    header: dict
+    offset: int  # of the payload
+    length: int
+    head_crc: int  # crc32 of the header bytes: the payload's check goes on from it
+    crc: int
+
+
+class SpoolChanged(RuntimeError):
+    """A spool's log no longer holds a page where ``Spool.load`` found it."""
+
+
+def _frames(log: BinaryIO) -> Iterator[tuple[int, _Frame]]:
+    """(end offset, frame) of each whole, intact frame; stops at the first torn or
+    damaged one (a write cut short by a crash, a length that runs past the file).
     One frame is in memory at a time: a spool holds a whole package's pages."""
-    offset = 0
-    while True:
-        fixed = log.read(_FRAME.size)
-        if len(fixed) < _FRAME.size:
-            return
-        magic, head_len, payload_len, crc = _FRAME.unpack(fixed)
-        if magic != _MAGIC:
+    size, offset = os.fstat(log.fileno()).st_size, 0
+    while offset + _FRAME.size <= size:
+        magic, head_len, payload_len, crc = _FRAME.unpack(log.read(_FRAME.size))
+        start = offset + _FRAME.size + head_len
+        if magic != _MAGIC or start + payload_len > size:
             return
         head, payload = log.read(head_len), log.read(payload_len)
-        if len(head) < head_len or len(payload) < payload_len or zlib.crc32(payload, zlib.crc32(head)) != crc:
+        head_crc = zlib.crc32(head)
+        if zlib.crc32(payload, head_crc) != crc:
             return
         try:
             header = orjson.loads(head)
         except orjson.JSONDecodeError:
             return
-        start = offset + _FRAME.size + head_len
         offset = start + payload_len
-        yield offset, header, start, payload_len
+        yield offset, _Frame(header, start, payload_len, head_crc, crc)
+
+
+def _payload(log: BinaryIO, frame: _Frame) -> bytes:
+    """The frame's payload read again, checked against its CRC."""
+    log.seek(frame.offset)
+    payload = log.read(frame.length)
+    if len(payload) != frame.length or zlib.crc32(payload, frame.head_crc) != frame.crc:
+        raise SpoolChanged(f"the spool {getattr(log, 'name', '')} changed after it was read: "
+                           "a page is not where it was (another process writing the same pipeline's spools?)")
+    return payload
 
 
 def _encode(page: SpooledPage) -> tuple[dict, bytes | memoryview]:
@@ -106,34 +127,25 @@ def _decode(header: dict, payload: bytes) -> SpooledPage:
 
 
 class SpooledPages:
-    """The pages ``Spool.load`` found, each read from the log and decoded only when
-    the walk reaches it: a spool can hold a whole package's pages."""
+    """The pages ``Spool.load`` found, each read from the log (and checked) and decoded
+    only when the walk reaches it: a spool can hold a whole package's pages."""
 
-    def __init__(self, log: Optional[Path], pages: list[tuple[dict, int, int]]) -> None:
-        self._log, self._pages = log, pages
-
-    def __len__(self) -> int:
-        return len(self._pages)
+    def __init__(self, log: Optional[Path], frames: list[_Frame]) -> None:
+        self._log, self._frames = log, frames
 
     def __bool__(self) -> bool:
-        return bool(self._pages)
+        return bool(self._frames)
 
     @property
     def last_cursor(self) -> Optional[str]:
-        return self._pages[-1][0]["cursor"] if self._pages else None
+        return self._frames[-1].header["cursor"] if self._frames else None
 
     def __iter__(self) -> Iterator[SpooledPage]:
-        if not self._pages or self._log is None:
+        if not self._frames or self._log is None:
             return
         with open(self._log, "rb") as log:
-            for header, offset, length in self._pages:
-                log.seek(offset)
-                yield _decode(header, log.read(length))
-
-
-def _payload(log: BinaryIO, offset: int, length: int) -> bytes:
-    log.seek(offset)
-    return log.read(length)
+            for frame in self._frames:
+                yield _decode(frame.header, _payload(log, frame))
 
 
 class Spool:
@@ -157,21 +169,21 @@ class Spool:
     def _log(self) -> Path:
         return self.dir / LOG_NAME
 
-    def _read(self) -> tuple[Optional[dict], list[tuple[dict, int, int]], int]:
-        """(base, [(page header, payload offset, payload length)], end of the last intact frame)."""
+    def _read(self) -> tuple[Optional[dict], list[_Frame], int]:
+        """(base, the page frames, end of the last intact frame)."""
         base, pages, good = None, [], 0
         try:
             log = open(self._log, "rb")
         except FileNotFoundError:
             return None, [], 0
         with log:
-            for end, header, offset, length in _frames(log):
+            for end, frame in _frames(log):
                 if base is None:
-                    if "base" not in header:
+                    if "base" not in frame.header:
                         break
-                    base = header["base"]
+                    base = frame.header["base"]
                 else:
-                    pages.append((header, offset, length))
+                    pages.append(frame)
                 good = end
         return base, pages, good
 
@@ -246,7 +258,7 @@ class Spool:
             if base != committed:
                 self.clear()
             return
-        cursors = [header["cursor"] for header, _, _ in pages]
+        cursors = [frame.header["cursor"] for frame in pages]
         if committed.get("cursor") not in cursors:
             if base != committed:
                 self.clear()
@@ -256,7 +268,7 @@ class Spool:
         tmp = self._log.with_suffix(".tmp")
         with open(self._log, "rb") as log:
             self._write_log(tmp, itertools.chain([_frame({"base": committed})],
-                                                 (_frame(h, _payload(log, offset, length)) for h, offset, length in keep)))
+                                                 (_frame(f.header, _payload(log, f)) for f in keep)))
         os.replace(tmp, self._log)
         if self.fsync:
             _fsync_dir(self.dir)
