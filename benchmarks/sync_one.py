@@ -3,6 +3,8 @@
     python benchmarks/sync_one.py --mode makini|rest_api --base-url URL --token T --db PATH
 
 Prints one JSON line: mode, records, seconds, records_per_s, peak_rss_mb.
+Env ``BENCH_ROWS_PER_LOAD`` sets makini-sync's rows per load package, for
+variants (``sync_variants.py 'r100k:BENCH_ROWS_PER_LOAD=100000'``).
 """
 
 from __future__ import annotations
