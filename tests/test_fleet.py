@@ -44,8 +44,11 @@ def test_each_connection_paces_itself_inside_its_own_window(reset_header, tmp_pa
     refused = [a.get("refused", 0) for a in admission.values()]
     if reset_header:  # the server says when its window ends: never a 429
         assert refused == [0, 0, 0], admission
-    else:  # one 429 per window until two resets gave the window's length, then none
-        assert max(refused) <= 2, admission
+    else:
+        # one 429 per window until two resets gave the window's length, then none; Retry-After
+        # is whole seconds, so two estimates of consecutive resets can fall under 1.5 s apart
+        # (taken for one reset told twice) and a third window's 429 comes before the length is known
+        assert max(refused) <= 3, admission
 
 
 def test_one_slow_connection_does_not_hold_the_others(tmp_path, isolated_dlt):

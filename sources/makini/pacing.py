@@ -17,7 +17,10 @@ connection's limit never slows another), keeps three rules:
   while a caller waits.
 
 The window's length is learned from two resets the server reported: a
-client that spends every window sees consecutive ones. Waiting happens
+client that spends every window sees consecutive ones. A Retry-After in
+whole seconds puts each estimate up to a second late, so two estimates
+under 1.5 s apart are taken for one reset told twice and the next window
+is asked about once more. Waiting happens
 outside every lock, in the caller's thread, and wakes when the walk is
 cancelled (``cancellation.py``).
 """
