@@ -33,8 +33,8 @@ NOOP_RECEIVER = REPO / "benchmarks" / "_noop_receiver.py"
 POSTGRES_URL = os.environ.get("DESTINATION__POSTGRES__CREDENTIALS",
                               "postgresql://postgres:postgres@127.0.0.1:5432/test")
 RUN_NUMBER = itertools.count(1)  # names this run's streams and databases
-# every JetStream receiver logs this at ERROR when the broker keeps nats-server's default 1 MB limit: events near
-# 1 MiB would get 503 there, the benchmark's (~0.7 KB) do not, so it is not one of the errors stop() reports
+# every JetStream receiver logs this at ERROR when the broker keeps nats-server's default max_payload: the
+# largest events would get 503 there, the benchmark's small ones do not, so it is not an error stop() reports
 MAX_PAYLOAD_NOTICE = "the NATS server's max_payload"
 
 sys.path.insert(0, str(REPO))

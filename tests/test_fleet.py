@@ -46,8 +46,8 @@ def test_each_connection_paces_itself_inside_its_own_window(reset_header, tmp_pa
         assert refused == [0, 0, 0], admission
     else:
         # one 429 per window until two resets gave the window's length, then none; Retry-After
-        # is whole seconds, so two estimates of consecutive resets can fall under 1.5 s apart
-        # (taken for one reset told twice) and a third window's 429 comes before the length is known
+        # is whole seconds, so two estimates of consecutive resets can fall closer than the pacer
+        # takes for two resets (one reset told twice) and a third window's 429 comes first
         assert max(refused) <= 3, admission
 
 

@@ -14,6 +14,15 @@ def page(n: int, cursor):
     return SpooledPage(pa.table({"id": [f"r{n}"], "updated_at": ["2026-03-01T00:00:00.000Z"]}), cursor, 9, None, f"req_{n}")
 
 
+def spooled(tmp_path, cursors: list):
+    """A vendors spool on BASE holding one page per cursor, and its log's path."""
+    spool = Spool(tmp_path, "conn_a", "vendors")
+    spool.start(BASE)
+    for n, cursor in enumerate(cursors):
+        spool.append(page(n, cursor))
+    return spool, tmp_path / "conn_a" / "vendors" / LOG_NAME
+
+
 def test_replays_pages_in_order_and_only_for_its_base(tmp_path):
     spool = Spool(tmp_path, "conn_a", "vendors")
     spool.start(BASE)
@@ -39,11 +48,7 @@ def test_settling_after_a_load_keeps_pages_fetched_ahead(tmp_path):
 
 
 def test_a_torn_or_damaged_frame_drops_itself_and_what_follows_and_appends_go_on(tmp_path):
-    spool = Spool(tmp_path, "conn_a", "vendors")
-    spool.start(BASE)
-    for n, cursor in enumerate(["c1", "c2"]):
-        spool.append(page(n, cursor))
-    log = tmp_path / "conn_a" / "vendors" / LOG_NAME
+    spool, log = spooled(tmp_path, ["c1", "c2"])
     intact = log.stat().st_size
     spool.append(page(2, "c3"))
     with open(log, "r+b") as f:  # a crash cut the last write short
@@ -80,11 +85,7 @@ def test_list_pages_round_trip(tmp_path):
 
 
 def test_a_frame_whose_length_runs_past_the_file_is_a_torn_tail(tmp_path):
-    spool = Spool(tmp_path, "conn_a", "vendors")
-    spool.start(BASE)
-    for n, cursor in enumerate(["c1", "c2"]):
-        spool.append(page(n, cursor))
-    log = tmp_path / "conn_a" / "vendors" / LOG_NAME
+    spool, log = spooled(tmp_path, ["c1", "c2"])
     intact = log.stat().st_size
     with open(log, "ab") as f:  # a damaged frame whose length claims 4 EiB: dropped without reading it
         f.write(_FRAME.pack(_MAGIC, 2, 2**62, 0) + b"{}")

@@ -197,7 +197,7 @@ class Spool:
         found, pages, good = self._read()
         if found is not None and found != base and base.get("cursor") is not None and \
                 {**found, "cursor": None} == {**base, "cursor": None}:
-            self.trim(base)
+            self._rebase(base, found, pages)
             found, pages, good = self._read()
         if found is None or found != base:
             self.clear()
@@ -252,6 +252,10 @@ class Spool:
             self.clear()  # the common case after a load: no need to read the pages back
             return
         base, pages, _ = self._read()
+        self._rebase(committed, base, pages)
+
+    def _rebase(self, committed: dict, base: Optional[dict], pages: list[_Frame]) -> None:
+        """``trim`` on what a read of the log found (``base``, ``pages``)."""
         if base is None:
             return
         if committed.get("cursor") is None:  # a walk paused before its first page: nothing was loaded
