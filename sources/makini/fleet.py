@@ -44,6 +44,7 @@ class Fleet:
         self._free = concurrency
         self._feeds: set[PageFeed] = set()
         self._changed = threading.Condition()
+        self.pages_taken = 0  # by the walks' consumers, which all run on the extraction's thread
 
     def try_start(self) -> bool:
         """Take a slot for one walk, if one is free."""
@@ -60,7 +61,7 @@ class Fleet:
 
     def feed(self, produce: Callable[[], Iterator[Any]]) -> PageFeed:
         """Start fetching a walk's pages; ``close`` it when the walk ends."""
-        feed = PageFeed(produce, on_ready=self._page_arrived)
+        feed = PageFeed(produce, on_ready=self._page_arrived, on_take=self._page_taken)
         with self._changed:
             self._feeds.add(feed)
         return feed
@@ -75,6 +76,9 @@ class Fleet:
         with self._changed:
             self._changed.wait_for(lambda: want_slot and self._free > 0 or any(f.ready for f in self._feeds),
                                    timeout)
+
+    def _page_taken(self) -> None:
+        self.pages_taken += 1
 
     def _page_arrived(self) -> None:
         with self._changed:
@@ -98,10 +102,13 @@ def interleaved(walks: Iterator[Optional[Callable[[], Iterator[Any]]]], fleet: F
     and ``WAITING``), or ``None`` for a walk it decided to skip. Each round
     takes one step of every active walk, so a walk with pages always at hand
     does not starve the others. Yields items, and ``None`` when nothing is
-    ready (after waiting briefly for a page).
+    ready even after waiting briefly for a page: when every resource yields
+    ``None`` dlt's iterator sleeps, so a page that ends the wait is taken
+    first.
     """
     active: list[Iterator[Any]] = []
     starts_left = True
+    waited = False  # the last round found nothing and waited for a page or a slot
     try:
         while starts_left or active:
             while starts_left and fleet.try_start():
@@ -111,7 +118,7 @@ def interleaved(walks: Iterator[Optional[Callable[[], Iterator[Any]]]], fleet: F
                     starts_left = start is None
                     continue
                 active.append(start())  # type: ignore[operator]
-            progressed = False
+            progressed, taken = False, fleet.pages_taken
             for walk in list(active):
                 try:
                     item = next(walk)
@@ -124,9 +131,16 @@ def interleaved(walks: Iterator[Optional[Callable[[], Iterator[Any]]]], fleet: F
                 if item is not WAITING:
                     progressed = True
                     yield item
-            if not progressed and active or (starts_left and not active):
+            if progressed or fleet.pages_taken != taken:  # a page taken into a batch yields nothing yet
+                waited = False
+            elif active or starts_left:
+                if waited:
+                    # the wait ended on another entity's page, a free slot or the timeout: let dlt
+                    # ask the other resources; a round of Nones costs a sleep in dlt's iterator
+                    waited = False
+                    yield None
                 fleet.wait(want_slot=starts_left)
-                yield None
+                waited = True
     finally:
         for walk in active:
             walk.close()  # type: ignore[attr-defined]

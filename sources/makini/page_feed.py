@@ -22,10 +22,13 @@ END = object()  # what ``take`` returns once the producer is done
 
 class PageFeed:
     def __init__(self, produce: Callable[[], Iterator[Any]], depth: int = 1,
-                 on_ready: Optional[Callable[[], None]] = None) -> None:
+                 on_ready: Optional[Callable[[], None]] = None, on_take: Optional[Callable[[], None]] = None) -> None:
+        """``on_ready`` runs on the producer's thread when an item arrives, ``on_take`` on
+        the consumer's when it takes one."""
         self._items: queue.Queue = queue.Queue(maxsize=depth)
         self._cancel = threading.Event()
         self._on_ready = on_ready or (lambda: None)
+        self._on_take = on_take or (lambda: None)
         self._thread = threading.Thread(target=self._run, args=(produce,), name="makini-page-feed", daemon=True)
         self._thread.start()
 
@@ -37,6 +40,7 @@ class PageFeed:
     def take(self) -> Any:
         """The next item, ``END`` when the producer is done; raises what it raised."""
         ok, item = self._items.get()
+        self._on_take()
         if not ok:
             raise item
         return item
