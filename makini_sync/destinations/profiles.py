@@ -11,6 +11,7 @@ from typing import Any, Optional
 import dlt
 from dlt.common.destination import Destination, TLoaderFileFormat
 
+from sources.makini import dlt_seam
 from sources.makini.dlt_seam import own_duckdb_connection
 from sources.makini.errors import ConfigurationError
 
@@ -39,10 +40,9 @@ class Profile:
         """PostgreSQL's text and jsonb cannot hold U+0000."""
         return self.destination == "postgres"
 
-    def load(self, pipeline: dlt.Pipeline) -> Any:
-        """``pipeline.load()`` with this profile's number of load workers."""
-        options: dict[str, Any] = {"workers": self.load_workers} if self.load_workers else {}
-        return pipeline.load(**options)
+    def load(self, pipeline: dlt.Pipeline) -> None:
+        """Load the normalized packages with this profile's number of load workers."""
+        dlt_seam.load_packages(pipeline, self.load_workers)
 
     def with_settings(self, **settings: Any) -> "Profile":
         """This profile with more destination settings (e.g. explicit credentials in tests)."""

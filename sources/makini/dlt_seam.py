@@ -12,6 +12,11 @@ Why each is needed, and what public API would replace it if dlt offered one:
   and this drops on purpose: its trace entry and progress display (the
   extraction owns them meanwhile), and its signal handling (the sync's main
   thread keeps dlt's).
+- ``load_packages``: every other load runs the same step in the caller's
+  thread. ``Pipeline.load`` builds a ``LoadInfo`` after each load, and its
+  text renders the credentials as a SQLAlchemy URL, importing SQLAlchemy: a
+  fifth of a second of every run, incremental ones included, that nothing
+  here reads (``benchmarks/sync_variants.py``).
 - ``drop_extracted_package``: mending the one crash window dlt leaves between
   normalize's rename and its delete (``makini_sync/run/recovery.py``). dlt has
   no public way to delete an extracted package.
@@ -70,6 +75,7 @@ def _required() -> list[tuple[str, Any, str]]:
         ("dlt.Pipeline", dlt.Pipeline, "_load_storage_config"),
         ("dlt.Pipeline", dlt.Pipeline, "_get_step_info"),
         ("dlt.Pipeline", dlt.Pipeline, "_cleanup_aborted_package"),
+        ("dlt.Pipeline", dlt.Pipeline, "_update_last_run_context"),
         ("dlt.Pipeline", dlt.Pipeline, "_get_normalize_storage"),
         ("dlt.load.configuration.LoaderConfiguration", LoaderConfiguration, "_load_storage_config"),
         ("dlt.load.Load", Load, "current_load_id"),
@@ -127,6 +133,22 @@ def load_step(pipeline: dlt.Pipeline, workers: Optional[int] = None) -> Load:
 
 def run_load_step(step: Load) -> None:
     pool_runner.run_pool(step.config, step)
+
+
+def load_packages(pipeline: dlt.Pipeline, workers: Optional[int] = None) -> None:
+    """``Pipeline.load()`` without the load info it builds after a load: that renders the
+    credentials as a URL, which imports SQLAlchemy (a fifth of a second on every run).
+    Failures are raised as ``Pipeline.load`` raises them."""
+    if not pipeline.default_schema_name:
+        return  # nothing was ever extracted
+    step = load_step(pipeline, workers)
+    if not step.load_storage.is_storage_ready():
+        return
+    try:
+        run_load_step(step)
+    except BaseException as exc:  # noqa: BLE001 - raised as Pipeline.load raises it
+        raise_load_failure(pipeline, step, exc)
+    pipeline._update_last_run_context()
 
 
 def raise_load_failure(pipeline: dlt.Pipeline, step: Load, exc: BaseException) -> None:
