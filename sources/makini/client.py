@@ -12,12 +12,14 @@ handful of attempts in seconds, and a dead server must not hold cron forever).
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import logging
 import random
 from dataclasses import dataclass
 from typing import Any, Optional, Union
 
+import msgspec
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -243,12 +245,40 @@ def _arrow_page(response: requests.Response, table: pa.Table, child_fields: froz
 
 def _as_sent(records: pa.Table, names: list[str], response: requests.Response) -> pa.Table:
     """Free-form JSON fields Arrow cannot print back as sent, as the JSON text the
-    API sent (from a parse of the body by orjson; the other columns stay Arrow's)."""
-    data = response_body(response)["data"]
-    for name in names:
-        text = pa.array([None if (v := r.get(name)) is None else json_text(v) for r in data], pa.string())
-        records = records.set_column(records.schema.get_field_index(name), name, text)
+    API sent (the other columns stay Arrow's).
+
+    msgspec lifts each such field's raw text out of the body without building
+    the rest of the page, and only that text is parsed and printed the way
+    every other path prints JSON (``records.json_text``), so a value's stored
+    text never depends on the path its page took. Parsing the whole body with
+    orjson instead took most of a sync's time on the ``custom_nulls`` shape
+    (benchmarks/sync_benchmark.py)."""
+    exact = exact_json.has_long_integer(response.content)
+    try:
+        data = _raw_fields_decoder(tuple(names)).decode(response.content).data
+        columns = [[_printed(getattr(r, f"f{index}"), exact) for r in data] for index in range(len(names))]
+    except msgspec.DecodeError:  # a body msgspec reads otherwise than Arrow did: all of it from orjson
+        parsed = response_body(response)["data"]
+        columns = [[None if (v := r.get(name)) is None else json_text(v) for r in parsed] for name in names]
+    for name, values in zip(names, columns, strict=True):
+        records = records.set_column(records.schema.get_field_index(name), name, pa.array(values, pa.string()))
     return records
+
+
+@functools.lru_cache(maxsize=64)
+def _raw_fields_decoder(names: tuple[str, ...]) -> msgspec.json.Decoder:
+    """A decoder of ``{"data": [...]}`` keeping only ``names`` of each record, as raw JSON text."""
+    fields = [(f"f{index}", msgspec.Raw, _ABSENT) for index in range(len(names))]
+    record = msgspec.defstruct("RawFields", fields, rename={f"f{i}": name for i, name in enumerate(names)})
+    return msgspec.json.Decoder(msgspec.defstruct("RawPage", [("data", list[record])]))  # type: ignore[valid-type]
+
+
+_ABSENT = msgspec.Raw(b"null")  # a record without the field: null, as for JSON null
+
+
+def _printed(raw: msgspec.Raw, exact: bool) -> Optional[str]:
+    value = exact_json.loads(memoryview(raw)) if exact else orjson.loads(memoryview(raw))
+    return None if value is None else json_text(value)
 
 
 def raise_for_makini_error(response: requests.Response, *args: Any, **kwargs: Any) -> None:

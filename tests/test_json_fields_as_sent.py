@@ -1,0 +1,53 @@
+"""Free-form JSON fields that Arrow's reader cannot print back (a null inside
+``custom_fields``) are stored as the JSON text every other path stores: the
+API's value printed canonically (``records.json_text``), not its raw bytes,
+whatever whitespace, escapes or number spelling the server used."""
+
+import orjson
+import pytest
+import requests
+
+from sources.makini.client import PageSchemas, arrow_page
+from sources.makini.records import json_text
+
+# compact except where noted; each record's custom_fields holds a null, so Arrow cannot print it back
+BODY = (
+    b'{"data":['
+    b'{"id":"a","updated_at":"2024-01-01T00:00:00.000Z","custom_fields":{"k": null, "n": 1.0E2}},'
+    b'{"id":"b","updated_at":"2024-01-01T00:00:00.000Z","custom_fields":{"k":null,"s":"caf\\u00e9 \\/ \\"q\\""}},'
+    b'{"id":"c","updated_at":"2024-01-01T00:00:00.000Z","custom_fields":null},'
+    b'{"id":"d","updated_at":"2024-01-01T00:00:00.000Z"},'
+    b'{"id":"e","updated_at":"2024-01-01T00:00:00.000Z","custom_fields":{"k":null,"big":9223372036854775807,'
+    b'"nested":{"x":[1,2],"y":{"z":null}}}}'
+    b'],"next_cursor":null}'
+)
+
+
+def _response(body: bytes) -> requests.Response:
+    response = requests.Response()
+    response.status_code = 200
+    response._content = body
+    response.request = requests.Request("GET", "http://makini.test/api/v1/vendors").prepare()
+    return response
+
+
+def test_custom_fields_arrow_cannot_print_back_are_stored_as_canonical_text():
+    page = arrow_page(_response(BODY), PageSchemas())
+    assert page is not None and page.path == "arrow+orjson"
+    sent = orjson.loads(BODY)["data"]
+    expected = [None if r.get("custom_fields") is None else json_text(r["custom_fields"]) for r in sent]
+    assert page.records["custom_fields"].to_pylist() == expected
+    assert expected[0] == '{"k":null,"n":100.0}'  # not the raw '{"k": null, "n": 1.0E2}'
+    assert expected[1] == '{"k":null,"s":"café / \\"q\\""}'
+
+
+@pytest.mark.parametrize("spacing", [b" ", b"\n  "])
+def test_whitespace_between_records_changes_nothing(spacing):
+    spaced = BODY.replace(b"},{", b"}," + spacing + b"{")
+    if b"\n" in spaced:  # Arrow's reader takes one JSON document per line: such a body goes to orjson
+        assert arrow_page(_response(spaced), PageSchemas()) is None
+        return
+    page = arrow_page(_response(spaced), PageSchemas())
+    assert page is not None
+    assert page.records["custom_fields"].to_pylist() == arrow_page(_response(BODY), PageSchemas()).records[
+        "custom_fields"].to_pylist()
