@@ -3,6 +3,7 @@
     python benchmarks/sync_variants.py --rounds 4 base \\
         'cap256:DESTINATION__DUCKDB__CREDENTIALS__GLOBAL_CONFIG={"memory_limit": "256MB", "threads": 2}'
     python benchmarks/sync_variants.py --rounds 4 base 'head:REPO=/tmp/head-checkout'
+    python benchmarks/sync_variants.py --rounds 3 --shape drift_int64 base 'head:REPO=/tmp/head-checkout'
 
 A variant is ``name:KEY=VALUE;KEY=VALUE`` (environment for the sync's
 process; ``REPO`` runs another checkout's code, ``MODE=rest_api`` the generic
@@ -69,12 +70,14 @@ def main() -> None:
     parser.add_argument("variants", nargs="+", help="name or name:KEY=VALUE;KEY=VALUE")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--purchase-orders", type=int, default=100_000)
+    parser.add_argument("--shape", default="default", help="the sandbox's deployment shape (makini_sandbox/shapes.py)")
     args = parser.parse_args()
     variants = [parse_variant(spec) for spec in args.variants]
     sizes = {"purchase-orders": args.purchase_orders, "work-orders": 20_000, "assets": 10_000,
              "inventory-items": 20_000, "vendors": 2_000}
     runs: dict[str, list[dict]] = {name: [] for name, _ in variants}
     with tempfile.TemporaryDirectory() as tmp, Sandbox(seed=1, sizes=sizes, connections=1,
+                                                       shapes=None if args.shape == "default" else [args.shape],
                                                        rate_limit_per_minute=10**9) as sandbox:
         for round_number in range(args.rounds):
             for name, env in variants:

@@ -1,8 +1,9 @@
-"""JSON in and out without rounding: orjson, and the standard library for integers beyond 64 bits.
+"""JSON in and out without rounding: orjson, and for integers beyond 64 bits
+msgspec (reading) and the standard library (writing).
 
-orjson is several times faster, but it reads an integer beyond 64 bits as a
-float (rounded) and refuses to write one; the contract says no value is
-rounded, so such bodies take the standard library, which keeps them exact.
+orjson reads an integer beyond 64 bits as a float (rounded) and refuses to
+write one; the contract says no value is rounded, so such bodies take a
+parser that keeps them exact.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import msgspec
 import orjson
 
 # orjson keeps every integer of 18 digits exactly, and those of 19 or more only
@@ -45,11 +47,14 @@ def has_long_integer(data: bytes | memoryview) -> bool:
 
 
 def loads(data: bytes | memoryview) -> Any:
-    """Parsed JSON; raises ``ValueError`` (``orjson.JSONDecodeError`` is one) when it is not JSON."""
-    value = orjson.loads(data)
+    """Parsed JSON; raises ``ValueError`` (``orjson.JSONDecodeError`` and
+    ``msgspec.DecodeError`` are ones) when it is not JSON. msgspec reads
+    integers of any length exactly and refuses what orjson refuses (NaN, lone
+    surrogates, numbers beyond a double); it took the place of orjson then the
+    standard library, two parses of such a body (benchmarks/sync_variants.py)."""
     if has_long_integer(data):
-        value = json.loads(bytes(data))
-    return value
+        return msgspec.json.decode(data)
+    return orjson.loads(data)
 
 
 def dumps(value: Any) -> bytes:
