@@ -3,6 +3,8 @@
 API's value printed canonically (``records.json_text``), not its raw bytes,
 whatever whitespace, escapes or number spelling the server used."""
 
+import json
+
 import orjson
 import pytest
 import requests
@@ -51,3 +53,15 @@ def test_whitespace_between_records_changes_nothing(spacing):
     assert page is not None
     assert page.records["custom_fields"].to_pylist() == arrow_page(_response(BODY), PageSchemas()).records[
         "custom_fields"].to_pylist()
+
+
+def test_a_field_name_msgspec_refuses_is_read_from_the_whole_body():
+    """A field name with quotes or backslashes cannot name a msgspec field: that page's
+    JSON fields come from a parse of the whole body, with the same text."""
+    name = '"; DROP TABLE makini.purchase_orders; --\\'
+    page = [{"id": "a", "updated_at": "2024-01-01T00:00:00.000Z", name: [], "custom_fields": {"k": None}},
+            {"id": "b", "updated_at": "2024-01-01T00:00:00.000Z", name: [], "custom_fields": {"k": 1}}]
+    got = arrow_page(_response(json.dumps({"data": page, "next_cursor": None}).encode()), PageSchemas())
+    assert got is not None and got.path == "arrow+orjson"
+    assert got.records[name].to_pylist() == ["[]", "[]"]
+    assert got.records["custom_fields"].to_pylist() == ['{"k":null}', '{"k":1}']

@@ -254,10 +254,13 @@ def _as_sent(records: pa.Table, names: list[str], response: requests.Response) -
     orjson instead took most of a sync's time on the ``custom_nulls`` shape
     (benchmarks/sync_benchmark.py)."""
     exact = exact_json.has_long_integer(response.content)
+    decoder = _raw_fields_decoder(tuple(names))
     try:
-        data = _raw_fields_decoder(tuple(names)).decode(response.content).data
+        if decoder is None:
+            raise msgspec.DecodeError("a field name msgspec cannot take")
+        data = decoder.decode(response.content).data
         columns = [[_printed(getattr(r, f"f{index}"), exact) for r in data] for index in range(len(names))]
-    except msgspec.DecodeError:  # a body msgspec reads otherwise than Arrow did: all of it from orjson
+    except msgspec.DecodeError:  # a body or a name msgspec takes otherwise than Arrow did: orjson reads it all
         parsed = response_body(response)["data"]
         columns = [[None if (v := r.get(name)) is None else json_text(v) for r in parsed] for name in names]
     for name, values in zip(names, columns, strict=True):
@@ -266,10 +269,14 @@ def _as_sent(records: pa.Table, names: list[str], response: requests.Response) -
 
 
 @functools.lru_cache(maxsize=64)
-def _raw_fields_decoder(names: tuple[str, ...]) -> msgspec.json.Decoder:
-    """A decoder of ``{"data": [...]}`` keeping only ``names`` of each record, as raw JSON text."""
+def _raw_fields_decoder(names: tuple[str, ...]) -> Optional[msgspec.json.Decoder]:
+    """A decoder of ``{"data": [...]}`` keeping only ``names`` of each record, as raw JSON
+    text; None when a name is one msgspec refuses (quotes, backslashes, control characters)."""
     fields = [(f"f{index}", msgspec.Raw, _ABSENT) for index in range(len(names))]
-    record = msgspec.defstruct("RawFields", fields, rename={f"f{i}": name for i, name in enumerate(names)})
+    try:
+        record = msgspec.defstruct("RawFields", fields, rename={f"f{i}": name for i, name in enumerate(names)})
+    except ValueError:
+        return None
     return msgspec.json.Decoder(msgspec.defstruct("RawPage", [("data", list[record])]))  # type: ignore[valid-type]
 
 
