@@ -129,30 +129,6 @@ def test_lines_converted_apart_equal_the_row_path(case):
         assert len(keys) == len(set(keys)), "two lines share a key: the merge would keep one"
 
 
-WHOLE_PAGES = {  # pages Arrow types whole, lines and all
-    "plain lines": [_order("a", [{"line_number": 1, "quantity": 2}]), _order("b", [{"line_number": 1, "quantity": 3}])],
-    "lines with objects": [_order("a", [{"line_number": 1, "dims": {"w": 1}}]), _order("b", [])],
-    "no lines": [_order("a", []), {**_order("b", None), "status": "closed"}],
-}
-
-
-@pytest.mark.parametrize("case", [*CHILD_PAGES, *WHOLE_PAGES])
-def test_a_converter_that_took_lines_apart_converts_the_next_page_as_a_fresh_one_would(case):
-    """After a page whose lines had to be converted apart, a converter tries that
-    first on the next page; whatever that page holds, its tables are the ones a
-    converter seeing it first makes."""
-    page = {**CHILD_PAGES, **WHOLE_PAGES}[case]
-    fresh = PageConverter(PO, "c1").convert(copy.deepcopy(page))
-    warmed = PageConverter(PO, "c1")
-    warmed.convert(copy.deepcopy(CHILD_PAGES["keys missing on some lines"]))
-    assert warmed._children_apart
-    got = warmed.convert(copy.deepcopy(page))
-    assert got.keys() == fresh.keys()
-    for name, table in fresh.items():
-        assert got[name].schema == table.schema, name
-        assert got[name].to_pylist() == table.to_pylist(), name
-
-
 def test_a_page_whose_lines_are_all_empty_reports_no_row_path():
     converter = PageConverter(PO, "c1")
     converter.convert([_order("a", []), _order("b", []), {**_order("c", []), "status": 3}])

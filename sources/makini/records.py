@@ -88,9 +88,6 @@ class PageConverter:
         self.stayed_columnar = True
         self.children_by_row = False
         self._plans: dict[tuple, pa.Schema] = {}
-        # the last page converted only with its child arrays apart: the next one tries that
-        # first, rather than Arrow typing the whole page to fail on the same lines again
-        self._children_apart = False
         self._renames = {
             **entity.renames,
             entity.primary_key: ID_COLUMN,
@@ -115,11 +112,9 @@ class PageConverter:
         self.children_by_row = False  # for the report: whether only the child tables took it
         pulled = {} if self.documents else self._pull_mixed(records)
         try:
-            apart = self._columnar_without_children(records, splits, request_id) if self._children_apart else None
-            tables = apart if apart is not None else self._convert_columnar(records)
+            tables = self._convert_columnar(records)
         except (_ColumnarRefused, *ARROW_CAST_ERRORS):  # refused on purpose, or data Arrow cannot take
             without_children = self._columnar_without_children(records, splits, request_id)
-            self._children_apart = without_children is not None
             if without_children is not None:
                 tables = without_children
             else:
