@@ -1,5 +1,5 @@
 """JSON without rounding (sources/makini/exact_json.py): integers orjson would
-round take the standard library; 64-bit ones stay on orjson."""
+round take msgspec; 64-bit ones stay on orjson."""
 
 from __future__ import annotations
 
@@ -27,3 +27,17 @@ def test_integers_beyond_64_bits_are_found_and_kept_exact(body):
 @pytest.mark.parametrize("body", WITHIN)
 def test_64_bit_integers_and_floats_stay_on_orjson(body):
     assert not exact_json.has_long_integer(body)
+
+
+LONG = b"123456789012345678901234"
+NOT_JSON = [b"[" * 5000 + LONG + b"]" * 5000, b"[" + LONG + b", NaN]", b'["\\ud800", ' + LONG + b"]",
+            b"[" + LONG + b", 1e400]", b"[" + LONG, b"[" + LONG + b"] tail", b'{"a": ' + LONG + b', "b"}']
+
+
+@pytest.mark.parametrize("body", NOT_JSON, ids=["deep", "nan", "lone surrogate", "beyond a double", "truncated",
+                                                "trailing", "bad object"])
+def test_a_body_with_long_integers_that_is_not_json_raises_value_error(body):
+    """As orjson refuses these (a ValueError, which callers report as a malformed response)."""
+    assert exact_json.has_long_integer(body)
+    with pytest.raises(ValueError):
+        exact_json.loads(body)

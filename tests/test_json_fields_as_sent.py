@@ -10,6 +10,7 @@ import pytest
 import requests
 
 from sources.makini.client import PageSchemas, arrow_page
+from sources.makini.errors import MalformedResponse
 from sources.makini.records import json_text
 
 # compact except where noted; each record's custom_fields holds a null, so Arrow cannot print it back
@@ -65,3 +66,14 @@ def test_a_field_name_msgspec_refuses_is_read_from_the_whole_body():
     assert got is not None and got.path == "arrow+orjson"
     assert got.records[name].to_pylist() == ["[]", "[]"]
     assert got.records["custom_fields"].to_pylist() == ['{"k":null}', '{"k":1}']
+
+
+def test_bad_utf8_inside_a_lifted_field_is_refused_naming_the_request():
+    """Arrow's reader lets invalid UTF-8 through and msgspec skips over it; the page is
+    refused as malformed, as a parse of the whole body refuses it."""
+    body = BODY.replace(b'"s":"caf\\u00e9', b'"s":"caf\xff')
+    response = _response(body)
+    response.headers["X-Request-Id"] = "req_utf8"
+    with pytest.raises(MalformedResponse) as refused:
+        arrow_page(response, PageSchemas())
+    assert refused.value.request_id == "req_utf8"

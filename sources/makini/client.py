@@ -260,7 +260,7 @@ def _as_sent(records: pa.Table, names: list[str], response: requests.Response) -
             raise msgspec.DecodeError("a field name msgspec cannot take")
         data = decoder.decode(response.content).data
         columns = [[_printed(getattr(r, f"f{index}"), exact) for r in data] for index in range(len(names))]
-    except msgspec.DecodeError:  # a body or a name msgspec takes otherwise than Arrow did: orjson reads it all
+    except ValueError:  # a body or a name msgspec takes otherwise than Arrow did (or bad UTF-8): orjson reads it all
         parsed = response_body(response)["data"]
         columns = [[None if (v := r.get(name)) is None else json_text(v) for r in parsed] for name in names]
     for name, values in zip(names, columns, strict=True):

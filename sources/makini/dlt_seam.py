@@ -13,7 +13,7 @@ Why each is needed, and what public API would replace it if dlt offered one:
   extraction owns them meanwhile), and its signal handling (the sync's main
   thread keeps dlt's).
 - ``load_packages``: every other load runs the same step in the caller's
-  thread. ``Pipeline.load`` builds a ``LoadInfo`` after each load, and its
+  thread, inside dlt's signal interception as ``Pipeline.load`` does. ``Pipeline.load`` builds a ``LoadInfo`` after each load, and its
   text renders the credentials as a SQLAlchemy URL, importing SQLAlchemy: a
   fifth of a second of every run, incremental ones included, that nothing
   here reads (``benchmarks/sync_variants.py``).
@@ -55,7 +55,8 @@ from typing import Any, Iterator, Optional
 import dlt
 import requests
 from dlt.common.runners import pool_runner
-from dlt.common.runtime.collector import NULL_COLLECTOR
+from dlt.common.runtime import signals
+from dlt.common.runtime.collector import NULL_COLLECTOR, Collector
 from dlt.load import Load
 from dlt.load.configuration import LoaderConfiguration
 from dlt.load.exceptions import LoadPackageAborted
@@ -76,6 +77,8 @@ def _required() -> list[tuple[str, Any, str]]:
         ("dlt.Pipeline", dlt.Pipeline, "_get_step_info"),
         ("dlt.Pipeline", dlt.Pipeline, "_cleanup_aborted_package"),
         ("dlt.Pipeline", dlt.Pipeline, "_update_last_run_context"),
+        ("dlt.Pipeline", dlt.Pipeline, "runtime_config"),
+        ("dlt.common.runtime.signals", signals, "intercepted_signals"),
         ("dlt.Pipeline", dlt.Pipeline, "_get_normalize_storage"),
         ("dlt.load.configuration.LoaderConfiguration", LoaderConfiguration, "_load_storage_config"),
         ("dlt.load.Load", Load, "current_load_id"),
@@ -108,10 +111,11 @@ def require() -> None:
         )
 
 
-def load_step(pipeline: dlt.Pipeline, workers: Optional[int] = None) -> Load:
+def load_step(pipeline: dlt.Pipeline, workers: Optional[int] = None, collector: Collector = NULL_COLLECTOR) -> Load:
     """dlt's ``Load`` step for the pipeline's normalized packages, as ``Pipeline.load`` builds it.
 
     Build it in the caller's thread: the clients are made from the live schema.
+    ``collector``: none by default, since beside an extraction the progress display is the extraction's.
     """
     client, staging = pipeline._get_destination_clients()
     workers_setting: dict[str, Any] = {"workers": workers} if workers else {}
@@ -122,7 +126,7 @@ def load_step(pipeline: dlt.Pipeline, workers: Optional[int] = None) -> Load:
     return Load(
         pipeline.destination,
         staging_destination=pipeline.staging,
-        collector=NULL_COLLECTOR,  # the progress display belongs to the extraction meanwhile
+        collector=collector,
         is_storage_owner=False,
         config=config,
         initial_client_config=client.config,
@@ -138,15 +142,18 @@ def run_load_step(step: Load) -> None:
 def load_packages(pipeline: dlt.Pipeline, workers: Optional[int] = None) -> None:
     """``Pipeline.load()`` without the load info it builds after a load: that renders the
     credentials as a URL, which imports SQLAlchemy (a fifth of a second on every run).
-    Failures are raised as ``Pipeline.load`` raises them."""
+    As there, SIGINT and SIGTERM wait for the running jobs (unless the runtime says not
+    to intercept them), the pipeline's progress display shows the load, and failures are
+    raised as ``Pipeline.load`` raises them. Not kept: its trace entry."""
     if not pipeline.default_schema_name:
         return  # nothing was ever extracted
-    step = load_step(pipeline, workers)
+    step = load_step(pipeline, workers, pipeline.collector)
     if not step.load_storage.is_storage_ready():
         return
     try:
-        run_load_step(step)
-    except BaseException as exc:  # noqa: BLE001 - raised as Pipeline.load raises it
+        with signals.intercepted_signals() if pipeline.runtime_config.intercept_signals else contextlib.nullcontext():
+            run_load_step(step)
+    except (Exception, KeyboardInterrupt) as exc:
         raise_load_failure(pipeline, step, exc)
     pipeline._update_last_run_context()
 

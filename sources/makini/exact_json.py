@@ -53,7 +53,10 @@ def loads(data: bytes | memoryview) -> Any:
     surrogates, numbers beyond a double); it took the place of orjson then the
     standard library, two parses of such a body (benchmarks/sync_variants.py)."""
     if has_long_integer(data):
-        return msgspec.json.decode(data)
+        try:
+            return msgspec.json.decode(data)
+        except RecursionError:  # orjson refuses such depth as a JSONDecodeError: so does this
+            raise ValueError("JSON nested too deeply") from None
     return orjson.loads(data)
 
 
