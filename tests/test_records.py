@@ -214,3 +214,34 @@ def test_a_deliberate_refusal_still_takes_the_row_path():
     assert not converter.stayed_columnar
     assert got.select(["meta__n", "meta__n__v_bool"]).to_pylist() == [
         {"meta__n": 1.5, "meta__n__v_bool": None}, {"meta__n": None, "meta__n__v_bool": True}]
+
+
+LINE_ARRAY_PAGES = {
+    "an integer array beside a float one": ([{"line_number": 1, "dims": [1, 2.5]}], [{"line_number": 1, "dims": [3]}],
+                                           "dims", ["[1,2.5]", "[3]"]),
+    "arrays inside an object": ([{"line_number": 1, "spec": {"l": [1, 2.5]}}], [{"line_number": 1, "spec": {"l": [3]}}],
+                                "spec__l", ["[1,2.5]", "[3]"]),
+    "objects that lack each other's keys": ([{"line_number": 1, "parts": [{"a": 1}]}],
+                                            [{"line_number": 1, "parts": [{"b": 2}]}], "parts", ['[{"a":1}]', '[{"b":2}]']),
+}
+
+
+@pytest.mark.parametrize("case", LINE_ARRAY_PAGES)
+def test_arrays_inside_line_items_keep_the_json_the_api_sent_on_every_path(case):
+    """Arrow types an item field's arrays together across the page ([3] beside [1, 2.5]
+    would come back as [3.0]); lines keep the JSON the API sent, whether the page is read
+    by Arrow's reader or by orjson."""
+    lines_a, lines_b, column, expected = LINE_ARRAY_PAGES[case]
+    page = [_order("a", lines_a), _order("b", lines_b)]
+    response = requests.Response()
+    response.status_code, response._content = 200, orjson.dumps({"data": page, "next_cursor": None})
+    response.request = requests.Request("GET", "http://127.0.0.1:1/api/v1/purchase-orders").prepare()
+    client = MakiniClient("http://127.0.0.1:1", "t")
+    client.page_schemas.child_fields["/api/v1/purchase-orders"] = frozenset({"line_items"})
+    (read,) = client.extract_response(response, "data")
+    converter = PageConverter(PO, "c1")
+    via_client = converter.convert_arrow(read.records) if read.arrow else converter.convert(read.records)
+    via_orjson = PageConverter(PO, "c1").convert(copy.deepcopy(page))
+    for tables in (via_client, via_orjson):
+        lines = tables["purchase_orders__line_items"]
+        assert [r[column] for r in sorted(lines.to_pylist(), key=lambda r: r["purchase_order_id"])] == expected

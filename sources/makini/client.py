@@ -44,7 +44,7 @@ from . import cancellation, dlt_seam, exact_json
 from .breaker import Breaker
 from .pacing import Pacer
 from .column_kinds import ARROW_CAST_ERRORS
-from .records import json_text, nested_lists_print_back, prints_back
+from .records import items_print_back, json_text, nested_lists_print_back, prints_back
 from .settings import JSON_FIELDS
 
 logger = logging.getLogger(__name__)
@@ -230,9 +230,11 @@ def _arrow_page(response: requests.Response, table: pa.Table, child_fields: froz
         return None
     unfaithful = []
     for name in records.column_names:
-        if name in child_fields:
-            continue
         values = records[name].combine_chunks()
+        if name in child_fields:
+            if not items_print_back(values):
+                return None  # the orjson path keeps the items' arrays as sent
+            continue
         if name in JSON_FIELDS or pa.types.is_list(values.type):
             if not prints_back(values):
                 unfaithful.append(name)  # its JSON text comes from orjson

@@ -487,6 +487,24 @@ def nested_lists_print_back(values: pa.Array) -> bool:
     return True
 
 
+def items_print_back(values: pa.Array) -> bool:
+    """Whether a child array's items print back as sent, as Arrow typed them: their
+    arrays and free-form objects (``prints_back``), and the arrays inside their objects.
+    Arrow types an item field's arrays together across the page, so ``[1, 2.5]``
+    and ``[3]`` would come back as ``[1.0,2.5]`` and ``[3.0]``."""
+    if not pa.types.is_list(values.type) or not pa.types.is_struct(values.type.value_type):
+        return True  # not an array of objects: the converter reports what it is
+    items = values.flatten()
+    for index, field in enumerate(items.type):
+        inner = items.field(index)
+        if field.name in JSON_FIELDS or pa.types.is_list(field.type):
+            if not prints_back(inner):
+                return False
+        elif not nested_lists_print_back(inner):
+            return False
+    return True
+
+
 def _prints_back_inside(values: pa.Array) -> bool:
     kind = values.type
     if values.null_count:
@@ -517,6 +535,8 @@ def _objects_print_back(records: pa.StructArray, skip: frozenset) -> bool:
             continue
         if pa.types.is_struct(field.type) and not nested_lists_print_back(values):
             return False
+        if pa.types.is_list(field.type) and not prints_back(values):
+            return False  # the records' own arrays are pulled before; a child item's are not
     return True
 
 
