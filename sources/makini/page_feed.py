@@ -21,10 +21,11 @@ END = object()  # what ``take`` returns once the producer is done
 
 
 class PageFeed:
-    def __init__(self, produce: Callable[[], Iterator[Any]], depth: int = 1,
+    def __init__(self, produce: Callable[[], Iterator[Any]], depth: int = 2,
                  on_ready: Optional[Callable[[], None]] = None, on_take: Optional[Callable[[], None]] = None) -> None:
         """``on_ready`` runs on the producer's thread when an item arrives, ``on_take`` on
-        the consumer's when it takes one."""
+        the consumer's when it takes one. ``depth``: two pages ahead smooth the walk's
+        uneven pages better than one, and more gain nothing (benchmarks/sync_variants.py)."""
         self._items: queue.Queue = queue.Queue(maxsize=depth)
         self._cancel = threading.Event()
         self._on_ready = on_ready or (lambda: None)
