@@ -1,7 +1,7 @@
 """One walk's pages, fetched on their own thread ahead of the walk.
 
-HTTP waits and Arrow's JSON parsing release the GIL, so a producer thread a
-page ahead overlaps them with the conversion and dlt's writes on the other
+HTTP waits and Arrow's JSON parsing release the GIL, so a producer thread pages
+ahead overlaps them with the conversion and dlt's writes on the other
 core. The feed never blocks its consumer: ``ready`` says whether an item is
 waiting, so one consumer can drive many walks and take whichever page came
 first (``fleet.py``). The producer is bounded (``depth`` items ahead), its
