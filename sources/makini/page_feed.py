@@ -1,7 +1,7 @@
 """One walk's pages, fetched on their own thread ahead of the walk.
 
-HTTP waits and Arrow's JSON parsing release the GIL, so a producer thread pages
-ahead overlaps them with the conversion and dlt's writes on the other
+HTTP waits and Arrow's JSON parsing release the GIL, so a producer thread a
+page ahead overlaps them with the conversion and dlt's writes on the other
 core. The feed never blocks its consumer: ``ready`` says whether an item is
 waiting, so one consumer can drive many walks and take whichever page came
 first (``fleet.py``). The producer is bounded (``depth`` items ahead), its
@@ -21,11 +21,10 @@ END = object()  # what ``take`` returns once the producer is done
 
 
 class PageFeed:
-    def __init__(self, produce: Callable[[], Iterator[Any]], depth: int = 2,
+    def __init__(self, produce: Callable[[], Iterator[Any]], depth: int = 1,
                  on_ready: Optional[Callable[[], None]] = None, on_take: Optional[Callable[[], None]] = None) -> None:
         """``on_ready`` runs on the producer's thread when an item arrives, ``on_take`` on
-        the consumer's when it takes one. ``depth``: two pages ahead smooth the walk's
-        uneven pages better than one, and more gain nothing (benchmarks/sync_variants.py)."""
+        the consumer's when it takes one."""
         self._items: queue.Queue = queue.Queue(maxsize=depth)
         self._cancel = threading.Event()
         self._on_ready = on_ready or (lambda: None)
