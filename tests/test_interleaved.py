@@ -49,8 +49,8 @@ def test_a_page_taken_into_a_batch_does_not_hand_the_turn_to_dlt():
     yielded = list(interleaved(iter([batching_walk(fleet, pages=30, every=0.005, batch=3)]), fleet))
     batches = [item for item in yielded if item is not None]
     assert [page for batch in batches for page in batch] == list(range(30))
-    # the wait (50 ms at most) ends on this walk's own page, 5 ms away; a wake-up later than
-    # 50 ms on a loaded machine may hand the turn on once or twice, the old code did on every page
+    # the wait ends on this walk's own page, well inside its timeout; a late wake-up on a
+    # loaded machine may hand the turn on once or twice, where the old code did on every page
     assert yielded.count(None) <= 2, f"{yielded.count(None)} None(s) among {len(batches)} batches"
 
 

@@ -255,14 +255,11 @@ def _as_sent(records: pa.Table, names: list[str], response: requests.Response) -
     text never depends on the path its page took. Parsing the whole body with
     orjson instead took most of a sync's time on the ``custom_nulls`` shape
     (benchmarks/sync_benchmark.py)."""
-    exact = exact_json.has_long_integer(response.content)
-    decoder = _raw_fields_decoder(tuple(names))
     try:
-        if decoder is None:
-            raise msgspec.DecodeError("a field name msgspec cannot take")
-        data = decoder.decode(response.content).data
-        columns = [[_printed(getattr(r, f"f{index}"), exact) for r in data] for index in range(len(names))]
-    except ValueError:  # a body or a name msgspec takes otherwise than Arrow did (or bad UTF-8): orjson reads it all
+        columns = _lifted_columns(names, response.content)
+    except ValueError:  # a body msgspec takes otherwise than Arrow did, or bad UTF-8 inside a field
+        columns = None
+    if columns is None:  # orjson reads the whole body
         parsed = response_body(response)["data"]
         columns = [[None if (v := r.get(name)) is None else json_text(v) for r in parsed] for name in names]
     for name, values in zip(names, columns, strict=True):
@@ -285,8 +282,17 @@ def _raw_fields_decoder(names: tuple[str, ...]) -> Optional[msgspec.json.Decoder
 _ABSENT = msgspec.Raw(b"null")  # a record without the field: null, as for JSON null
 
 
-def _printed(raw: msgspec.Raw, exact: bool) -> Optional[str]:
-    value = exact_json.loads(memoryview(raw)) if exact else orjson.loads(memoryview(raw))
+def _lifted_columns(names: list[str], body: bytes) -> Optional[list[list[Optional[str]]]]:
+    """Each field's canonical JSON text per record; None when a name cannot be a msgspec field."""
+    decoder = _raw_fields_decoder(tuple(names))
+    if decoder is None:
+        return None
+    data = decoder.decode(body).data
+    return [[_printed(getattr(r, f"f{index}")) for r in data] for index in range(len(names))]
+
+
+def _printed(raw: msgspec.Raw) -> Optional[str]:
+    value = exact_json.loads(memoryview(raw))
     return None if value is None else json_text(value)
 
 

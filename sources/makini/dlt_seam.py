@@ -13,10 +13,11 @@ Why each is needed, and what public API would replace it if dlt offered one:
   extraction owns them meanwhile), and its signal handling (the sync's main
   thread keeps dlt's).
 - ``load_packages``: every other load runs the same step in the caller's
-  thread, inside dlt's signal interception as ``Pipeline.load`` does. ``Pipeline.load`` builds a ``LoadInfo`` after each load, and its
-  text renders the credentials as a SQLAlchemy URL, importing SQLAlchemy: a
-  fifth of a second of every run, incremental ones included, that nothing
-  here reads (``benchmarks/sync_variants.py``).
+  thread, inside dlt's signal interception as ``Pipeline.load`` does.
+  ``Pipeline.load`` builds a ``LoadInfo`` after each load, and its text
+  renders the credentials as a SQLAlchemy URL, importing SQLAlchemy on every
+  run, incremental ones included, for a text nothing here reads
+  (``benchmarks/sync_variants.py``).
 - ``drop_extracted_package``: mending the one crash window dlt leaves between
   normalize's rename and its delete (``makini_sync/run/recovery.py``). dlt has
   no public way to delete an extracted package.
@@ -141,7 +142,7 @@ def run_load_step(step: Load) -> None:
 
 def load_packages(pipeline: dlt.Pipeline, workers: Optional[int] = None) -> None:
     """``Pipeline.load()`` without the load info it builds after a load: that renders the
-    credentials as a URL, which imports SQLAlchemy (a fifth of a second on every run).
+    credentials as a URL, which imports SQLAlchemy on every run.
     As there, SIGINT and SIGTERM wait for the running jobs (unless the runtime says not
     to intercept them), the pipeline's progress display shows the load, and failures are
     raised as ``Pipeline.load`` raises them. Not kept: its trace entry."""

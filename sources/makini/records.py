@@ -495,14 +495,8 @@ def items_print_back(values: pa.Array) -> bool:
     if not pa.types.is_list(values.type) or not pa.types.is_struct(values.type.value_type):
         return True  # not an array of objects: the converter reports what it is
     items = values.flatten()
-    for index, field in enumerate(items.type):
-        inner = items.field(index)
-        if field.name in JSON_FIELDS or pa.types.is_list(field.type):
-            if not prints_back(inner):
-                return False
-        elif not nested_lists_print_back(inner):
-            return False
-    return True
+    return _objects_print_back(items, frozenset()) and all(
+        prints_back(items.field(field.name)) for field in items.type if field.name in JSON_FIELDS)
 
 
 def _prints_back_inside(values: pa.Array) -> bool:
