@@ -2,9 +2,11 @@
 
     python benchmarks/sync_one.py --mode makini|rest_api --base-url URL --token T --db PATH
 
-Prints one JSON line: mode, records, seconds, records_per_s, peak_rss_mb.
+Prints one JSON line: mode, records, seconds, records_per_s, peak_rss_mb (the
+process's own plus its page workers', worker_peak_rss_mb apart).
 Env ``BENCH_ROWS_PER_LOAD`` sets makini-sync's rows per load package, for
-variants (``sync_variants.py 'r100k:BENCH_ROWS_PER_LOAD=100000'``).
+variants (``sync_variants.py 'r100k:BENCH_ROWS_PER_LOAD=100000'``), ``BENCH_CONVERSION_PROCESSES``
+its page workers (``sources/makini/page_workers.py``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ ENTITY_PATHS = ["purchase-orders", "work-orders", "assets", "inventory-items", "
 
 
 PATHS: dict = {}  # pages by conversion path, makini-sync only
+WORKERS: dict = {"peak_rss_mb": 0.0}  # makini-sync's page workers (sources/makini/page_workers.py)
 
 
 def run_makini(args) -> int:
@@ -34,11 +37,14 @@ def run_makini(args) -> int:
     base = load_profile("duckdb")
     profile = base.with_settings(credentials=args.db)
     rows = {"rows_per_load": int(os.environ["BENCH_ROWS_PER_LOAD"])} if "BENCH_ROWS_PER_LOAD" in os.environ else {}
+    if "BENCH_CONVERSION_PROCESSES" in os.environ:
+        rows["conversion_processes"] = int(os.environ["BENCH_CONVERSION_PROCESSES"])
     result = run_sync(profile, base_url=args.base_url, api_token=[args.token], pipeline_name="bench_makini",
                       checkpoints=not args.no_checkpoints, **rows)
     if not result.ok:
         raise SystemExit(f"sync failed: {result.report.failures}")
     PATHS.update(result.report.paths)
+    WORKERS["peak_rss_mb"] = result.worker_peak_rss_mb
     return sum(result.report.records.values())
 
 
@@ -88,10 +94,11 @@ def main() -> None:
     args.no_checkpoints = args.no_checkpoints or args.mode == "makini_nockpt"
     records = run_rest_api(args) if args.mode == "rest_api" else run_makini(args)
     seconds = time.perf_counter() - started
-    peak_mb = peak_rss_mb()
+    peak_mb = peak_rss_mb() + WORKERS["peak_rss_mb"]  # the workers' memory counts as the sync's
     print(orjson.dumps({"mode": args.mode, "records": records, "seconds": round(seconds, 2),
                         "records_per_s": round(records / seconds) if seconds else 0,
-                        "peak_rss_mb": round(peak_mb), "paths": PATHS}).decode())
+                        "peak_rss_mb": round(peak_mb), "worker_peak_rss_mb": round(WORKERS["peak_rss_mb"]),
+                        "paths": PATHS}).decode())
 
 
 if __name__ == "__main__":

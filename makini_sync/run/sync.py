@@ -35,6 +35,7 @@ from makini_sync.observe.sync_runs import record_sync_run, run_rows
 from makini_sync.run.worker_connections import identified_connections
 from sources.makini.fleet import DEFAULT_CONCURRENCY
 from sources.makini.options import SourceOptions
+from sources.makini.page_workers import DEFAULT_CONVERSION_PROCESSES, PageWorkers
 from sources.makini.walk_outcomes import WalkOutcomes
 from makini_sync.workers.naming import sync_pipeline_name, sync_pipeline_prefix
 from makini_sync.workers.selection import WorkerSelection
@@ -64,6 +65,7 @@ class SyncResult:
     adopted: int = 0  # bookmarks taken over from other pipelines of the dataset (workers/state_adoption.py)
     labels: dict[str, str] = field(default_factory=dict)  # connection id -> its name in a connections file
     walked_whole: frozenset = frozenset()  # (connection, table) walked from first page to last (reconcile)
+    worker_peak_rss_mb: float = 0.0  # the page workers' peak resident memory, summed (page_workers.py)
 
     @property
     def ok(self) -> bool:
@@ -118,6 +120,7 @@ def run_sync(
     pipeline: Optional[dlt.Pipeline] = None,
     concurrency: int = DEFAULT_CONCURRENCY,
     connections_file: Optional[str] = None,
+    conversion_processes: int = DEFAULT_CONVERSION_PROCESSES,
 ) -> SyncResult:
     """Sync the chosen entities into ``profile``'s destination.
 
@@ -136,6 +139,8 @@ def run_sync(
     at once, across connections and entities (``sources/makini/fleet.py``).
     ``connections_file``: the fleet's connections (``sources/makini/connections_file.py``),
     when ``api_token`` is not given; default: dlt config's ``sources.makini.connections_file``.
+    ``conversion_processes``: worker processes that parse and prepare pages Arrow's reader
+    refuses (``sources/makini/page_workers.py``); 0: the sync's own process does.
     """
     started, started_at, own_pipeline = time.monotonic(), datetime.now(timezone.utc), pipeline
     dlt_seam.require()  # an incompatible dlt fails here, naming what it lacks
@@ -186,10 +191,12 @@ def run_sync(
         adopted = {} if full_refresh or backfill or dry_run or profile.documents else adopt_bookmarks(
             pipeline, sync_pipeline_prefix(profile.name, dataset), connections.ids, [e.table for e in chosen])
         settle_spools(spool_root, committed_positions(source_resources_state(pipeline)))
-        loop = PackageLoop(pipeline, profile, chosen, source_args, options, spool_root, full_refresh, locks,
-                           connections.ids)
-        if connections.tokens:
-            loop.run()
+        with PageWorkers(0 if collect_versions else conversion_processes) as workers:
+            loop = PackageLoop(pipeline, profile, chosen, source_args,
+                               dataclasses.replace(options, page_workers=workers), spool_root, full_refresh, locks,
+                               connections.ids)
+            if connections.tokens:
+                loop.run()
         report.log_schema_changes()
         if own_pipeline is None and not (collect_versions or dry_run):  # reconcile records its own runs
             # while the run's database is open and its locks held: no second open of the file
@@ -199,7 +206,8 @@ def run_sync(
     after = count_rows(pipeline, loop.tables) if profile.documents else loop.after
     result = SyncResult(profile.name, report, seconds=time.monotonic() - started, pipeline_name=name,
                         connections=len(connections.tokens), lock_wait_seconds=locks.waited, adopted=len(adopted),
-                        labels=connections.labels, walked_whole=frozenset(outcomes.walked_whole))
+                        labels=connections.labels, walked_whole=frozenset(outcomes.walked_whole),
+                        worker_peak_rss_mb=workers.peak_rss_mb)
     unchanged: dict[str, int] = {}
     for (_, table), count in report.unchanged.items():
         unchanged[table] = unchanged.get(table, 0) + count

@@ -77,7 +77,7 @@ def makini_source(
     return [
         entity_resource(EntityWalk(e, report, budget, o.fence, o.documents, o.backfill, spool_root,
                                    o.text_without_nul, lookback, o.collect_versions, o.stored_versions, o.dry_run,
-                                   fleet, outcomes),
+                                   fleet, outcomes, o.page_workers),
                         connections, registry, o.only, o.stored_kinds, o.dry_run)
         for e in chosen
     ]

@@ -31,6 +31,8 @@ import logging
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .settings import ID_COLUMN, UPDATED_AT_COLUMN
+
 logger = logging.getLogger(__name__)
 
 
@@ -68,6 +70,15 @@ class Bookmark:
         """True when this exact version was loaded by an earlier walk."""
         return self.loaded.get(record_id) == updated_at
 
+
+    def loads_any(self, prepared: pa.Table) -> bool:
+        """Whether a prepared page's table (canonical ``id``, ``updated_at`` as sent) holds a
+        version an earlier walk loaded."""
+        if not self.loaded or prepared.num_rows == 0:
+            return False
+        loaded = self.loaded
+        stamps = prepared[UPDATED_AT_COLUMN].to_pylist()
+        return any(loaded.get(rid) == stamp for rid, stamp in zip(prepared[ID_COLUMN].to_pylist(), stamps, strict=True))
 
     def drop_loaded(self, records: pa.Table, id_field: str, updated_field: str) -> pa.Table:
         """``records`` without the versions an earlier walk loaded (Arrow twin of ``already_loaded``).

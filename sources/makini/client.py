@@ -34,13 +34,13 @@ from tenacity.stop import stop_base
 
 from .errors import (
     MakiniError,
-    MalformedResponse,
     RateLimited,
     RetriableError,
     RetriesExhausted,
     error_for_status,
 )
 from . import cancellation, dlt_seam, exact_json
+from .body_page import BodyPage, envelope, page_records, parsed_body
 from .breaker import Breaker
 from .pacing import Pacer
 from .column_kinds import ARROW_CAST_ERRORS
@@ -78,23 +78,16 @@ class RetryPolicy:
 def response_body(response: requests.Response) -> Any:
     """The response's JSON, parsed with orjson, or with the standard library when it
     holds integers too long for orjson (which would round them to floats)."""
-    try:
-        body = exact_json.loads(response.content)
-    except ValueError as exc:
-        raise MalformedResponse(
-            f"response is not JSON ({exc})",
-            request_id=response.headers.get("X-Request-Id"),
-            status=response.status_code,
-        ) from None
-    return body
+    return parsed_body(response.content, response.headers.get("X-Request-Id"), response.status_code)
 
 
 @dataclass(frozen=True)
 class Page:
     """One list page: its records (an Arrow table when Arrow's JSON reader parsed
-    it, else the list orjson parsed) and the paging fields of its body."""
+    it, else the list orjson parsed, or the body to parse later: ``MakiniClient.bodies_kept``)
+    and the paging fields of its body."""
 
-    records: Union[pa.Table, list]
+    records: Union[pa.Table, list, BodyPage]
     next_cursor: Any
     total_count: Any
     path: str = "orjson"  # how it was parsed: "arrow", "arrow+orjson" (JSON fields from orjson), "orjson"
@@ -429,6 +422,8 @@ class MakiniClient(RESTClient):
             data_selector="data",
         )
         self.page_schemas = PageSchemas()
+        # a page Arrow's reader refuses comes back as its body (body_page.py), parsed where the walk converts it
+        self.bodies_kept = False
         # status reads that may fall back (completeness.py) retry for a short while only
         self.brief = RESTClient(base_url=base_url, auth=self.auth, data_selector="data",
                                 session=make_session(policy, min(policy.budget_seconds, BRIEF_BUDGET_SECONDS),
@@ -439,15 +434,12 @@ class MakiniClient(RESTClient):
         page = arrow_page(response, self.page_schemas)
         if page is not None:
             return [page]
+        request_id = response.headers.get("X-Request-Id")
+        if self.bodies_kept and (paging := envelope(response.content)) is not None:
+            return [Page(BodyPage(response.content, request_id, response.status_code), *paging)]
         body = response_body(response)
-        data = body.get("data") if isinstance(body, dict) else None
-        if not isinstance(data, list):
-            raise MalformedResponse(
-                "list response has no 'data' array",
-                request_id=response.headers.get("X-Request-Id"),
-                status=response.status_code,
-            )
-        return [Page(data, body.get("next_cursor"), body.get("total_count"))]
+        return [Page(page_records(body, request_id, response.status_code), body.get("next_cursor"),
+                     body.get("total_count"))]
 
     def get_json(self, path: str, brief: bool = False) -> Any:
         """GET one non-paged resource (the status endpoints); ``brief`` retries for

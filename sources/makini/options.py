@@ -15,6 +15,7 @@ from .fleet import DEFAULT_CONCURRENCY
 if TYPE_CHECKING:
     from .client import RetryPolicy
     from .entity_config import EntityRegistry
+    from .page_workers import PageWorkers
     from .report import SyncReport
     from .walk import Fence
     from .walk_outcomes import WalkOutcomes
@@ -47,3 +48,5 @@ class SourceOptions:
     stored_versions: Optional[dict] = None
     concurrency: int = DEFAULT_CONCURRENCY  # walks waiting on the network at once (fleet.py)
     outcomes: Optional["WalkOutcomes"] = None  # what the walks tell the run; default: a new one
+    # worker processes that prepare pages Arrow's reader refused (page_workers.py); None: the walks do
+    page_workers: Optional["PageWorkers"] = None

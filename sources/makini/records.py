@@ -10,6 +10,7 @@ are cast to it; a value that cannot be is rejected with the field named.
 from __future__ import annotations
 
 import decimal
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import pyarrow as pa
@@ -76,6 +77,17 @@ def _flat_row(record: dict, skip: frozenset[str]) -> dict:
     return row
 
 
+@dataclass
+class Prepared:
+    """One page's tables before they are landed on the run's column kinds (``PageConverter.prepare``)."""
+
+    tables: dict[str, pa.Table]
+    splits: dict[str, dict[str, list[pa.Array]]]  # per table, a column's parts by value type (``_typed_table``)
+    stayed_columnar: bool
+    children_by_row: bool
+    rows: int  # the page's records
+
+
 class PageConverter:
     """Converts pages of one entity of one connection; remembers column types."""
 
@@ -106,33 +118,46 @@ class PageConverter:
         flattening, list explosion); a page Arrow cannot type on its own
         (mixed or oversized values) takes the row-by-row path.
         """
+        return self.land(self.prepare(records, request_id), request_id)
+
+    def prepare(self, records: list, request_id: str | None = None) -> Prepared:
+        """The part of ``convert`` that needs nothing from earlier pages: the page's
+        tables before they are landed on the run's column kinds (``land``). It
+        depends only on the records and the entity, so a worker process can do
+        it (``page_workers.py``)."""
         self._validate(records, request_id)
         splits: dict[str, dict[str, list[pa.Array]]] = {}
-        self.stayed_columnar = True  # for the report: whether the page avoided the row-by-row path
-        self.children_by_row = False  # for the report: whether only the child tables took it
+        stayed_columnar = True  # for the report: whether the page avoided the row-by-row path
+        children_by_row = False  # for the report: whether only the child tables took it
         pulled = {} if self.documents else self._pull_mixed(records)
         try:
             tables = self._convert_columnar(records)
         except (_ColumnarRefused, *ARROW_CAST_ERRORS):  # refused on purpose, or data Arrow cannot take
             without_children = self._columnar_without_children(records, splits, request_id)
             if without_children is not None:
-                tables = without_children
+                tables, children_by_row = without_children
             else:
                 _put_back(records, pulled)
                 pulled = {}
                 tables, splits = self._convert_rows(records, request_id)
-                self.stayed_columnar = False
+                stayed_columnar = False
         if pulled:
             tables[self.entity.table], splits[self.entity.table] = self._with_pulled(tables[self.entity.table], pulled)
+        return Prepared(tables, splits, stayed_columnar, children_by_row, len(records))
+
+    def land(self, prepared: Prepared, request_id: str | None = None) -> dict[str, pa.Table]:
+        """A prepared page's tables on the run's column kinds (``_final_types``), in order."""
+        self.stayed_columnar, self.children_by_row = prepared.stayed_columnar, prepared.children_by_row
         return {
-            name: self._final_types(name, table, request_id, splits.get(name))
-            for name, table in tables.items()
+            name: self._final_types(name, table, request_id, prepared.splits.get(name))
+            for name, table in prepared.tables.items()
         }
 
     def _objects_print_back(self, array: pa.StructArray) -> bool:
         return _objects_print_back(array, frozenset(c.field for c in self.entity.children) | JSON_FIELDS)
 
-    def _columnar_without_children(self, records: list, splits: dict, request_id: str | None) -> dict | None:
+    def _columnar_without_children(self, records: list, splits: dict,
+                                   request_id: str | None) -> tuple[dict, bool] | None:
         """The page with its child arrays taken out and converted on their own, the
         records staying columnar; None when the records still do not convert.
 
@@ -144,6 +169,7 @@ class PageConverter:
         if self.documents or not self.entity.children:
             return None
         fields = [c.field for c in self.entity.children]
+        by_row = False
         taken = {f: [record.pop(f, _ABSENT) for record in records] for f in fields}
         try:
             tables = self._convert_columnar(records)
@@ -159,12 +185,12 @@ class PageConverter:
                 lines = self._columnar_children(child, items, parents)
                 if lines is None:
                     lines = self._children_by_row(child, records, taken[child.field], request_id)
-                    self.children_by_row = True
+                    by_row = True
                 if lines is not None:
                     tables[child.table], splits[child.table] = lines
         finally:
             _put_back(records, taken)
-        return tables
+        return tables, by_row
 
     def _child_items(self, child: ChildTable, records: list, arrays: list,
                      request_id: str | None) -> tuple[list[dict], list[int], list[int]]:

@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 
 from . import exact_json
+from .body_page import BodyPage
 
 LOG_NAME = "spool.log"
 _FRAME = struct.Struct("<4sIQI")  # magic, header length, payload length, crc32 of header + payload
@@ -40,7 +41,7 @@ _MAGIC = b"MKS1"
 
 @dataclass
 class SpooledPage:
-    records: Any  # a pa.Table (Arrow-parsed page) or a list of dicts
+    records: Any  # a pa.Table (Arrow-parsed page), a list of dicts, or a BodyPage (parsed later)
     cursor: Optional[str]  # the cursor after this page
     total_count: Optional[int]
     date: Optional[str]  # the response's Date header (the walk's bookmark cap)
@@ -115,12 +116,16 @@ def _encode(page: SpooledPage) -> tuple[dict, bytes | memoryview]:
         with ipc.new_stream(sink, page.records.schema) as writer:
             writer.write_table(page.records)
         return {**header, "kind": "arrow"}, memoryview(sink.getvalue())
+    if isinstance(page.records, BodyPage):
+        return {**header, "kind": "body"}, page.records.body  # as the API sent it
     return {**header, "kind": "json"}, exact_json.dumps(page.records)
 
 
 def _decode(header: dict, payload: bytes) -> SpooledPage:
     if header["kind"] == "arrow":
         records = ipc.open_stream(pa.py_buffer(payload)).read_all()
+    elif header["kind"] == "body":
+        records = BodyPage(bytes(payload), header["request_id"])
     else:
         records = exact_json.loads(payload)
     return SpooledPage(records, header["cursor"], header["total_count"], header["date"], header["request_id"])

@@ -12,6 +12,7 @@ walk at what it had seen, and a new walk starts from that bookmark.
 from __future__ import annotations
 
 import email.utils
+from collections import deque
 import logging
 import time
 from dataclasses import dataclass, field
@@ -33,11 +34,17 @@ from .spool import Spool, SpooledPage, SpooledPages
 from .walk_outcomes import WalkOutcomes
 from .walk_position import STATE_KEY as WALK_KEY, WalkPosition, walk_base
 from .column_kinds import ARROW_CAST_ERRORS, ColumnKinds, schema_change_rows
+from .body_page import BodyPage
+from .page_workers import PageWorkers, PreparedPage, Preparing
 from .records import PageConverter
 from .report import SyncReport
 from .settings import ID_COLUMN, UPDATED_AT_COLUMN, Entity, entity_hints
 
 logger = logging.getLogger(__name__)
+
+# pages a walk has in a worker beyond the one it waits for: its next page is prepared while
+# the walk lands this one (benchmarks/sync_variants.py --shape drift_int64)
+PREPARED_AHEAD = 1
 
 # drops rows not newer than the destination's: (entity, tables by name) -> tables
 Fence = Callable[[Entity, dict], dict]
@@ -90,6 +97,7 @@ class EntityWalk:
     dry_run: bool = False  # nothing is yielded: a record seen twice needs no new package
     fleet: Fleet = field(default_factory=Fleet)  # the extraction's walks side by side (fleet.py)
     outcomes: WalkOutcomes = field(default_factory=WalkOutcomes)  # what the run decides from (walk_outcomes.py)
+    workers: Optional[PageWorkers] = None  # prepare pages Arrow's reader refused (page_workers.py); None: here
 
     def __post_init__(self) -> None:
         self.hints = entity_hints(self.entity)
@@ -155,6 +163,7 @@ class EntityWalk:
                 return  # the last page was already spooled
             paginator = MakiniCursorPaginator(resume_cursor=resume)
             connection.client.page_schemas.child_fields[entity.path] = frozenset(c.field for c in entity.children)
+            connection.client.bodies_kept = True  # parsed below, on this thread or in a worker (ready_to_use)
             for page in connection.client.paginate(
                 entity.path, params=params, paginator=paginator, hooks={"response": [raise_for_makini_error]}
             ):
@@ -170,6 +179,41 @@ class EntityWalk:
                     spool.append(spooled)
                 yield spooled
 
+        def ready_to_use(pages: Iterator[Any]) -> Iterator[Any]:
+            """Pages kept as their body, parsed (or prepared by a worker) before the walk takes
+            them; a worker prepares the next page meanwhile (``PREPARED_AHEAD``), in page order."""
+            waiting: deque[tuple[SpooledPage, Optional[Preparing]]] = deque()
+
+            def finished(page: SpooledPage, preparing: Optional[Preparing]) -> SpooledPage:
+                if preparing is not None:
+                    page.records = preparing.result()
+                    if isinstance(page.records, PreparedPage):
+                        page.path = f"{page.path}+worker"
+                elif isinstance(page.records, BodyPage):
+                    page.records = page.records.records()
+                return page
+
+            try:
+                for page in pages:
+                    preparing = None
+                    if isinstance(page, SpooledPage) and isinstance(page.records, BodyPage) \
+                            and self.workers is not None and not self.collect_versions:
+                        preparing = self.workers.submit(page.records, entity, connection_id, self.documents)
+                    if preparing is None or not preparing.in_worker:
+                        while waiting:  # a page no worker has goes on at once, after those before it
+                            yield finished(*waiting.popleft())
+                        yield finished(page, preparing) if isinstance(page, SpooledPage) else page  # or the bound
+                        continue
+                    waiting.append((page, preparing))
+                    if len(waiting) > PREPARED_AHEAD:
+                        yield finished(*waiting.popleft())
+            except Exception:
+                while waiting:  # what came before the error, then the error
+                    yield finished(*waiting.popleft())
+                raise
+            while waiting:
+                yield finished(*waiting.popleft())
+
         def pause(cursor: Optional[str]) -> Iterator[Any]:
             """End this stretch before the page ``cursor`` fetches; the next extraction goes on from it."""
             assert watermark is not None  # a stretch pauses after its first page
@@ -177,7 +221,7 @@ class EntityWalk:
             state[WALK_KEY] = WalkPosition(cursor, from_scratch, watermark).to_state()
             self.outcomes.unfinished.add(walk_key)
 
-        feed = self.fleet.feed(fetched)
+        feed = self.fleet.feed(lambda: ready_to_use(fetched()))
         try:
             bound = yield from next_page(feed, lambda: self.budget.overdue)
             if bound is PAUSED:  # the package is due before this walk's first answer
@@ -211,7 +255,13 @@ class EntityWalk:
                     watermark = Watermark(bookmark, bound.cap(server_time(page.date)))
                 if self.collect_versions:
                     self.report.saw_versions(connection_id, entity.table, served_versions(page.records, entity))
-                if isinstance(page.records, pa.Table):
+                prepared = page.records.prepared if isinstance(page.records, PreparedPage) else None
+                if prepared is not None and skip.loads_any(prepared.tables[entity.table]):
+                    page.records, prepared = page.records.page.records(), None  # the usual path drops those
+                if prepared is not None:
+                    tables = converter.land(prepared, request_id)
+                    seen = prepared.rows
+                elif isinstance(page.records, pa.Table):
                     records = skip.drop_loaded(page.records, entity.primary_key, entity.updated_at)
                     tables = converter.convert_arrow(records, request_id)
                     seen = page.records.num_rows

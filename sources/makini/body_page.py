@@ -1,0 +1,63 @@
+"""A list page Arrow's JSON reader refused, kept as the body the API sent.
+
+Parsing such a page with orjson and converting its Python objects holds the
+GIL, so the walk decides where that happens (``page_workers.py``): the body
+travels as bytes until then, and the spool keeps it as it came.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import msgspec
+
+from . import exact_json
+from .errors import MalformedResponse
+
+
+@dataclass(frozen=True)
+class BodyPage:
+    body: bytes
+    request_id: Optional[str] = None
+    status: int = 200
+
+    def records(self) -> list:
+        """The page's records, parsed as ``response_body`` parses every body."""
+        return page_records(parsed_body(self.body, self.request_id, self.status), self.request_id, self.status)
+
+
+class _Envelope(msgspec.Struct):
+    data: msgspec.Raw = msgspec.Raw(b"null")
+    next_cursor: Any = None
+    total_count: Any = None
+
+
+_ENVELOPE = msgspec.json.Decoder(_Envelope)
+
+
+def envelope(body: bytes) -> Optional[tuple[Any, Any]]:
+    """The page's ``next_cursor`` and ``total_count``, read without building its records;
+    None when the body is not an object with a ``data`` array (the caller parses it whole,
+    which names what is wrong)."""
+    try:
+        found = _ENVELOPE.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    if not memoryview(found.data)[:1] == b"[":
+        return None
+    return found.next_cursor, found.total_count
+
+
+def parsed_body(body: bytes, request_id: Optional[str], status: int) -> Any:
+    try:
+        return exact_json.loads(body)
+    except ValueError as exc:
+        raise MalformedResponse(f"response is not JSON ({exc})", request_id=request_id, status=status) from None
+
+
+def page_records(body: Any, request_id: Optional[str], status: int) -> list:
+    data = body.get("data") if isinstance(body, dict) else None
+    if not isinstance(data, list):
+        raise MalformedResponse("list response has no 'data' array", request_id=request_id, status=status)
+    return data
