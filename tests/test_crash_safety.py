@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import orjson
+import psutil
 import pytest
 
 from makini_sandbox import Sandbox
@@ -46,10 +47,11 @@ def served_total(sandbox) -> int:
     return sum(sum(counts.values()) for counts in sandbox.control.requests_served()["by_connection"].values())
 
 
-@pytest.mark.timeout(120 + 12 * KILL_POINTS)
-def test_killed_sync_reruns_exact_and_refetches_at_most_one_page_per_entity(tmp_path):
+@pytest.mark.timeout(240 + 24 * KILL_POINTS)
+@pytest.mark.parametrize("shape", ["default", "drift_int64"])  # Arrow's reader; pages refused, in a worker
+def test_killed_sync_reruns_exact_and_refetches_at_most_one_page_per_entity(tmp_path, shape):
     rng = random.Random(20261128)
-    with Sandbox(seed=21, sizes=SIZES, connections=2, in_process=True) as sandbox:
+    with Sandbox(seed=21, sizes=SIZES, connections=2, in_process=True, shapes=shape) as sandbox:
         sandbox.control.set_faults(seed=1, slow_rate=1.0, slow_seconds=0.02)  # spread the walk out in time
         clean_dir = tmp_path / "clean"
         clean_dir.mkdir()
@@ -65,7 +67,7 @@ def test_killed_sync_reruns_exact_and_refetches_at_most_one_page_per_entity(tmp_
         duration = time.monotonic() - started
         assert first_request is not None, "the clean run made no request"
         pages = list_requests(sandbox)
-        refetched_per_rerun, over_bound, hits, kill_times = [], [], 0, []
+        refetched_per_rerun, over_bound, hits, kill_times, kills_beside_workers = [], [], 0, [], 0
         for point in range(KILL_POINTS):
             workdir = tmp_path / f"kill{point}"
             workdir.mkdir()
@@ -74,10 +76,14 @@ def test_killed_sync_reruns_exact_and_refetches_at_most_one_page_per_entity(tmp_
             # and loads, with room for a rerun that is faster than the clean one
             kill_at = rng.uniform(first_request, 0.9 * duration)
             time.sleep(kill_at)
+            workers = psutil.Process(run.pid).children(recursive=True) if run.poll() is None else []
             running = run.poll() is None  # checked right before the signal
             if running:
                 run.send_signal(signal.SIGKILL)
             run.wait()
+            kills_beside_workers += running and bool(workers)
+            _, alive = psutil.wait_procs(workers, timeout=15)
+            assert not alive, f"worker processes outlived the killed sync: {alive}"
             killed_mid_sync = running and run.returncode == -signal.SIGKILL and served_total(sandbox) > 0
             hits += killed_mid_sync
             kill_times.append((round(kill_at, 2), killed_mid_sync))
@@ -94,7 +100,10 @@ def test_killed_sync_reruns_exact_and_refetches_at_most_one_page_per_entity(tmp_
         print(f"\nkill points: {KILL_POINTS}, {hits} killed a running sync (kill time, hit): {kill_times}; "
               f"pages refetched per rerun (all walks): max {max(refetched_per_rerun)}, "
               f"mean {sum(refetched_per_rerun) / len(refetched_per_rerun):.2f}; clean run {duration:.1f}s "
-              f"(first request at {first_request:.1f}s); reruns over the one-page bound: {len(over_bound)}")
+              f"(first request at {first_request:.1f}s); reruns over the one-page bound: {len(over_bound)}; "
+              f"kills with page workers running: {kills_beside_workers}")
+        if shape != "default":  # its pages go through page workers: kills must have found them at work
+            assert kills_beside_workers, f"no kill found a page worker running: {kill_times}"
         # a kill that lands after the run ended (or before it asked for anything) proves nothing
         assert hits >= math.ceil(2 * KILL_POINTS / 3), \
             f"only {hits} of {KILL_POINTS} kills hit a running sync: {kill_times} (clean run {duration:.1f}s)"

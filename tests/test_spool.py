@@ -5,6 +5,7 @@ import tracemalloc
 import pyarrow as pa
 import pytest
 
+from sources.makini.body_page import BodyPage
 from sources.makini.spool import _FRAME, _MAGIC, LOG_NAME, Spool, SpoolChanged, SpooledPage, settle_spools
 
 BASE = {"cursor": None, "modified_after": None, "backfill": False}
@@ -130,3 +131,13 @@ def test_a_log_changed_after_loading_is_refused_not_misread(tmp_path):
         rewritten.append(page(n + 7, cursor))  # same shape, other records
     with pytest.raises(SpoolChanged):
         list(replay)
+
+
+def test_a_page_kept_as_its_body_replays_as_the_api_sent_it(tmp_path):
+    body = b'{"data": [{"id": "r1", "n": 123456789012345678901234567890, "x": 1.50}], "next_cursor": "c1"}'
+    spool = Spool(tmp_path, "conn_a", "purchase_orders")
+    spool.start(BASE)
+    spool.append(SpooledPage(BodyPage(body, "req_1"), "c1", None, None, "req_1"))
+    (replayed,) = Spool(tmp_path, "conn_a", "purchase_orders").load(BASE)
+    assert replayed.records == BodyPage(body, "req_1")  # byte for byte: nothing parsed or printed again
+    assert replayed.records.records() == [{"id": "r1", "n": 123456789012345678901234567890, "x": 1.5}]

@@ -121,6 +121,7 @@ def run_sync(
     concurrency: int = DEFAULT_CONCURRENCY,
     connections_file: Optional[str] = None,
     conversion_processes: int = DEFAULT_CONVERSION_PROCESSES,
+    page_workers: Optional[PageWorkers] = None,
 ) -> SyncResult:
     """Sync the chosen entities into ``profile``'s destination.
 
@@ -141,6 +142,7 @@ def run_sync(
     when ``api_token`` is not given; default: dlt config's ``sources.makini.connections_file``.
     ``conversion_processes``: worker processes that parse and prepare pages Arrow's reader
     refuses (``sources/makini/page_workers.py``); 0: the sync's own process does.
+    ``page_workers``: such workers of the caller's, kept warm across runs (not closed here).
     """
     started, started_at, own_pipeline = time.monotonic(), datetime.now(timezone.utc), pipeline
     dlt_seam.require()  # an incompatible dlt fails here, naming what it lacks
@@ -191,7 +193,9 @@ def run_sync(
         adopted = {} if full_refresh or backfill or dry_run or profile.documents else adopt_bookmarks(
             pipeline, sync_pipeline_prefix(profile.name, dataset), connections.ids, [e.table for e in chosen])
         settle_spools(spool_root, committed_positions(source_resources_state(pipeline)))
-        with PageWorkers(0 if collect_versions else conversion_processes) as workers:
+        own_workers = PageWorkers(0 if collect_versions or page_workers is not None else conversion_processes)
+        workers = page_workers if page_workers is not None and not collect_versions else own_workers
+        with own_workers:
             loop = PackageLoop(pipeline, profile, chosen, source_args,
                                dataclasses.replace(options, page_workers=workers), spool_root, full_refresh, locks,
                                connections.ids)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import threading
 from concurrent.futures.process import BrokenProcessPool
@@ -90,6 +91,10 @@ class PageWorkers:
             self._fail(exc)
             return Preparing(page, None, self)
 
+    def wait_ready(self, timeout: float) -> bool:
+        """Start the workers now and wait until they take pages; False if they did not in time."""
+        return self._started() is not None and self._ready.wait(timeout)
+
     def close(self) -> None:
         """Stop the workers; pages still on their way get their answers first."""
         with self._lock:
@@ -111,7 +116,7 @@ class PageWorkers:
             if self._executor is None and not self._failed:
                 # spawned, not forked: the sync's process runs threads, which a fork would copy mid-step
                 self._executor = concurrent.futures.ProcessPoolExecutor(
-                    self.processes, mp_context=multiprocessing.get_context("spawn"))
+                    self.processes, mp_context=multiprocessing.get_context("spawn"), initializer=_leave_with_parent)
                 self._executor.submit(_started).add_done_callback(self._on_started)
             return self._executor
 
@@ -130,6 +135,20 @@ class PageWorkers:
 
 def _started() -> bool:
     return True
+
+
+def _leave_with_parent() -> None:
+    """In a worker: exit when the sync's process is gone (a kill -9 included). A pool's worker
+    holds its own end of the task queue, so it would wait on it for ever."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(1)
+
+    threading.Thread(target=watch, name="makini-page-worker-parent", daemon=True).start()
 
 
 def _prepare(body: bytes, entity: Entity, connection_id: str, documents: bool) -> Optional[Prepared]:

@@ -1,0 +1,121 @@
+"""Pages Arrow's reader refuses are prepared in worker processes: the tables are the ones the
+sync's own process makes, a worker that dies loses no page, and a page's paging fields read
+without parsing it agree with the full parse."""
+
+import logging
+import os
+import signal
+import time
+
+import duckdb
+import multiprocessing
+import orjson
+import pytest
+
+from makini_sandbox import Sandbox
+from sources.makini import exact_json
+from sources.makini.body_page import BodyPage, envelope
+from sources.makini.page_workers import PageWorkers
+from tests.sync_support import assert_exact, sync
+
+SIZES = {"purchase-orders": 1500, "work-orders": 300, "assets": 300, "inventory-items": 300, "vendors": 100}
+RUN_COLUMNS = {"first_seen", "request_id", "_dlt_load_id", "_dlt_id"}  # differ from one run to the next
+
+
+def tables(db_path) -> dict[str, list]:
+    """Every table of the dataset, its rows sorted, without the columns a run stamps."""
+    with duckdb.connect(str(db_path), read_only=True) as db:
+        names = [r[0] for r in db.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'makini' "
+            "AND table_name NOT LIKE '_dlt%' AND table_name <> '_makini_sync_runs'").fetchall()]
+        out = {}
+        for name in sorted(names):
+            types = [r for r in db.execute(
+                "SELECT column_name, data_type FROM duckdb_columns() WHERE schema_name = 'makini' AND table_name = ? "
+                "ORDER BY column_name", [name]).fetchall() if r[0] not in RUN_COLUMNS]
+            listed = ", ".join(f'"{c}"' for c, _ in types)
+            out[name] = [types, sorted(db.execute(f"SELECT {listed} FROM makini.{name}").fetchall(), key=repr)]
+        return out
+
+
+def changes(result) -> list[tuple]:
+    return sorted((c.connection_id, c.table_name, c.column_name, c.change, c.kind) for c in result.report.schema_changes)
+
+
+@pytest.fixture(scope="module")
+def drifting():
+    """Two connections whose pages Arrow's reader refuses: types that drift, integers past 64 bits."""
+    with Sandbox(seed=83, sizes=SIZES, connections=2, shapes=["drift_int64", "chaos"], in_process=True) as sandbox:
+        yield sandbox
+
+
+def test_refused_pages_land_the_same_through_a_worker(drifting, tmp_path, monkeypatch):
+    monkeypatch.setenv("DLT_DATA_DIR", str(tmp_path / "here"))
+    here = sync(tmp_path / "here.duckdb", drifting, conversion_processes=0)
+    assert here.ok and not any("worker" in path for path in here.report.paths), here.report.paths
+    monkeypatch.setenv("DLT_DATA_DIR", str(tmp_path / "worker"))
+    with PageWorkers(1) as workers:
+        assert workers.wait_ready(120), "the worker did not start"
+        in_worker = sync(tmp_path / "worker.duckdb", drifting, page_workers=workers)
+    assert in_worker.ok
+    worker_pages = sum(n for path, n in in_worker.report.paths.items() if path.endswith("+worker"))
+    assert worker_pages >= 8, in_worker.report.paths  # every refused page went through the worker
+    assert tables(tmp_path / "worker.duckdb") == tables(tmp_path / "here.duckdb")
+    assert changes(in_worker) == changes(here)
+    assert_exact(tmp_path / "worker.duckdb", drifting)
+
+
+def test_a_worker_that_died_costs_no_page(drifting, tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("DLT_DATA_DIR", str(tmp_path / "dlt"))
+    with PageWorkers(1) as workers:
+        assert workers.wait_ready(120), "the worker did not start"
+        (worker,) = multiprocessing.active_children()
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.join(10)
+        with caplog.at_level(logging.WARNING, logger="sources.makini.page_workers"):
+            result = sync(tmp_path / "w.duckdb", drifting, page_workers=workers)
+    assert result.ok
+    assert not any("worker" in path for path in result.report.paths), result.report.paths
+    assert any("page conversion workers stopped" in r.getMessage() for r in caplog.records)
+    assert_exact(tmp_path / "w.duckdb", drifting)
+
+
+def test_the_run_stops_the_workers_it_started(drifting, tmp_path, monkeypatch):
+    monkeypatch.setenv("DLT_DATA_DIR", str(tmp_path / "dlt"))
+    result = sync(tmp_path / "w.duckdb", drifting, conversion_processes=1)
+    assert result.ok
+    deadline = time.monotonic() + 10
+    while multiprocessing.active_children() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert multiprocessing.active_children() == []
+
+
+BODIES = [
+    {"data": [], "next_cursor": "c2", "total_count": 7},
+    {"next_cursor": None, "data": [{"id": 1}]},
+    {"data": [{"next_cursor": "inside"}], "total_count": 3},
+    {"data": [{"id": "x"}], "next_cursor": 12345678901234567890123},
+    {"data": [{"id": "x"}], "next_cursor": "é✓\u0000"},
+    {"data": [{"id": "x"}], "next_cursor": {"nested": [1, 2]}, "total_count": 1.5},
+]
+
+
+@pytest.mark.parametrize("body", BODIES)
+def test_paging_fields_read_without_the_records_agree_with_the_full_parse(body):
+    text = exact_json.dumps(body)
+    assert envelope(text) == (body.get("next_cursor"), body.get("total_count"))
+    assert BodyPage(text).records() == body["data"]
+
+
+@pytest.mark.parametrize("text", [
+    b'{"data": {"id": 1}}', b'[{"data": []}]', b'{"data": [1,}', b'{"next_cursor": "c"}', b'{"data": [] ',
+    b'{"data": [], "next_cursor": "a", "next_cursor": 1e999}',
+])
+def test_a_body_the_paging_read_cannot_vouch_for_is_parsed_whole(text):
+    """None sends the page to the full parse, which names what is wrong."""
+    assert envelope(text) is None
+
+
+def test_a_duplicated_paging_field_reads_as_the_full_parse_reads_it():
+    text = b'{"data": [], "next_cursor": "first", "next_cursor": "last"}'
+    assert envelope(text) == (orjson.loads(text)["next_cursor"], None)
