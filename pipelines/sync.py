@@ -16,6 +16,7 @@ from typing import Iterator, Optional
 from makini_sync.destinations.profiles import load_profile
 from makini_sync.run.summary import failure_line, render_summary
 from sources.makini.fleet import DEFAULT_CONCURRENCY
+from sources.makini.page_workers import DEFAULT_CONVERSION_PROCESSES
 from makini_sync.run.sync import DEFAULT_ROWS_PER_LOAD, DEFAULT_SECONDS_PER_LOAD, run_sync
 from makini_sync.workers.selection import Shard, WorkerSelection
 from pipelines.exit_codes import failure_exit_code
@@ -38,6 +39,11 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                              "are doing (default: %g)" % DEFAULT_SECONDS_PER_LOAD)
     parser.add_argument("--no-checkpoints", action="store_true", help="do not spool pages (see the README's crash safety)")
     add_concurrency_argument(parser)
+    parser.add_argument("--conversion-processes", type=non_negative_int, default=DEFAULT_CONVERSION_PROCESSES,
+                        metavar="N",
+                        help="worker processes that parse and convert pages whose types drift (Arrow's reader "
+                             "refuses them); each costs about 140 MB; 0: the sync's own process does "
+                             "(default: %d)" % DEFAULT_CONVERSION_PROCESSES)
     parser.add_argument("--connections", default=None, metavar="FILE",
                         help="the fleet's connections file (TOML; tokens stay in secrets; see README's "
                              "'A fleet of connections'); default: sources.makini.connections_file, else "
@@ -70,6 +76,16 @@ def positive_int(text: str) -> int:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 0")
     return value
 
 
@@ -121,6 +137,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 checkpoints=not args.no_checkpoints,
                 concurrency=args.concurrency,
                 connections_file=args.connections,
+                conversion_processes=args.conversion_processes,
                 **endpoint,
             )
     except Exception as exc:  # noqa: BLE001 - the known failures become one line and an exit code

@@ -65,3 +65,13 @@ def test_sync_runs_on_the_sandbox(tmp_path):
     assert synced.returncode == 0, synced.stderr[-2000:]
     with duckdb.connect(str(tmp_path / "cli.duckdb"), read_only=True) as db:
         assert db.execute("SELECT count(*) FROM makini.purchase_orders").fetchone()[0] == 100  # two connections
+
+
+def test_sync_takes_its_conversion_processes_and_refuses_a_negative_count():
+    from pipelines.sync import parse_args
+
+    assert parse_args(["--conversion-processes", "0"]).conversion_processes == 0
+    assert parse_args(["--conversion-processes", "2"]).conversion_processes == 2
+    refused = run("sync", "--conversion-processes", "-1")
+    assert refused.returncode == 2
+    assert "--conversion-processes" in refused.stderr and "'-1' is not a whole number of at least 0" in refused.stderr
