@@ -1,8 +1,9 @@
-"""A list page Arrow's JSON reader refused, kept as the body the API sent.
+"""A list page Arrow's JSON reader refused, kept as the text of its ``data`` array.
 
 Parsing such a page with orjson and converting its Python objects holds the
-GIL, so the walk decides where that happens (``page_workers.py``): the body
-travels as bytes until then, and the spool keeps it as it came.
+GIL, so the walk decides where that happens (``page_workers.py``): the records
+travel as the text the API sent until then. The paging fields are read from the
+body without building the records (msgspec), and the spool keeps the text.
 """
 
 from __future__ import annotations
@@ -18,13 +19,18 @@ from .errors import MalformedResponse
 
 @dataclass(frozen=True)
 class BodyPage:
-    body: bytes
+    data: bytes  # the page's ``data`` array, as the API sent it
     request_id: Optional[str] = None
     status: int = 200
 
     def records(self) -> list:
-        """The page's records, parsed as ``response_body`` parses every body."""
-        return page_records(parsed_body(self.body, self.request_id, self.status), self.request_id, self.status)
+        """The page's records, parsed as ``response_body`` parses every body; MalformedResponse
+        naming the request when the text is not JSON (the paging read does not check every value)."""
+        records = parsed_body(self.data, self.request_id, self.status)
+        if not isinstance(records, list):
+            raise MalformedResponse("list response has no 'data' array", request_id=self.request_id,
+                                    status=self.status)
+        return records
 
 
 class _Envelope(msgspec.Struct):
@@ -36,17 +42,18 @@ class _Envelope(msgspec.Struct):
 _ENVELOPE = msgspec.json.Decoder(_Envelope)
 
 
-def envelope(body: bytes) -> Optional[tuple[Any, Any]]:
-    """The page's ``next_cursor`` and ``total_count``, read without building its records;
-    None when the body is not an object with a ``data`` array (the caller parses it whole,
-    which names what is wrong)."""
+def envelope(body: bytes) -> Optional[tuple[bytes, Any, Any]]:
+    """The text of the page's ``data`` array, its ``next_cursor`` and ``total_count``, read
+    without building the records; None when the body is not an object with a ``data`` array
+    (the caller parses it whole, which names what is wrong)."""
     try:
         found = _ENVELOPE.decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
-    if not memoryview(found.data)[:1] == b"[":
+    data = bytes(memoryview(found.data))
+    if not data.startswith(b"["):
         return None
-    return found.next_cursor, found.total_count
+    return data, found.next_cursor, found.total_count
 
 
 def parsed_body(body: bytes, request_id: Optional[str], status: int) -> Any:

@@ -436,7 +436,8 @@ class MakiniClient(RESTClient):
             return [page]
         request_id = response.headers.get("X-Request-Id")
         if self.bodies_kept and (paging := envelope(response.content)) is not None:
-            return [Page(BodyPage(response.content, request_id, response.status_code), *paging)]
+            data, cursor, total = paging
+            return [Page(BodyPage(data, request_id, response.status_code), cursor, total)]
         body = response_body(response)
         return [Page(page_records(body, request_id, response.status_code), body.get("next_cursor"),
                      body.get("total_count"))]

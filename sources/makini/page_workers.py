@@ -22,7 +22,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import threading
-from concurrent.futures.process import BrokenProcessPool
+import time
 from dataclasses import dataclass
 from typing import Optional, Union
 
@@ -32,9 +32,20 @@ from .settings import Entity
 
 logger = logging.getLogger(__name__)
 
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on every platform
+        return os.cpu_count() or 1
+
+
 # one worker beside the sync's own process where there is a second core: a second worker
 # costs its interpreter's memory again for little more speed (benchmarks/sync_variants.py)
-DEFAULT_CONVERSION_PROCESSES = 1 if len(os.sched_getaffinity(0)) > 1 else 0
+DEFAULT_CONVERSION_PROCESSES = 1 if _cores() > 1 else 0
+# refused pages a run meets before it starts its workers: a run with a handful (an incremental
+# one) would pay a worker's start-up, about a second of the other core, for nothing
+START_AFTER_PAGES = 8
+CLOSE_SECONDS = 10.0  # how long closing waits for a worker to exit before it is killed
 
 
 @dataclass(frozen=True)
@@ -61,14 +72,14 @@ class Preparing:
             return self.page.records()
         try:
             prepared = self._future.result()
-        except (BrokenProcessPool, OSError, RuntimeError) as exc:  # a worker died, or the pool shut down
+        except Exception as exc:  # noqa: BLE001 - a worker died, the pool shut down: the usual path
             self._workers._fail(exc)
             return self.page.records()
         return self.page.records() if prepared is None else PreparedPage(self.page, prepared)
 
 
 class PageWorkers:
-    """Up to ``processes`` worker processes, started with the first refused page."""
+    """Up to ``processes`` worker processes, started once a run met ``START_AFTER_PAGES`` refused pages."""
 
     def __init__(self, processes: int) -> None:
         if processes < 0:
@@ -78,16 +89,18 @@ class PageWorkers:
         self._ready = threading.Event()
         self._lock = threading.Lock()
         self._failed = False
+        self._refused = 0
         self.peak_rss_mb = 0.0  # the workers' peak resident memory, summed (known once closed)
 
     def submit(self, page: BodyPage, entity: Entity, connection_id: str, documents: bool) -> "Preparing":
         """Start preparing the page in a worker (when one is ready); ``Preparing.result`` waits for it."""
-        executor = self._started()
+        self._refused += 1
+        executor = self._started() if self._refused >= START_AFTER_PAGES else self._executor
         if executor is None or not self._ready.is_set():
             return Preparing(page, None, self)
         try:
-            return Preparing(page, executor.submit(_prepare, page.body, entity, connection_id, documents), self)
-        except (BrokenProcessPool, RuntimeError) as exc:  # a worker died, or the pool is shut down
+            return Preparing(page, executor.submit(_prepare, page.data, entity, connection_id, documents), self)
+        except Exception as exc:  # noqa: BLE001 - a worker died, the pool shut down: the usual path
             self._fail(exc)
             return Preparing(page, None, self)
 
@@ -96,12 +109,25 @@ class PageWorkers:
         return self._started() is not None and self._ready.wait(timeout)
 
     def close(self) -> None:
-        """Stop the workers; pages still on their way get their answers first."""
+        """Stop the workers (every walk is done with them). One that never took a page is
+        stopped at once: it may be stuck importing a main module that runs a sync itself."""
         with self._lock:
             executor, self._executor, self._failed = self._executor, None, True
-        if executor is not None:
-            self.peak_rss_mb = sum(_peak_rss_mb(process.pid) for process in multiprocessing.active_children())
-            executor.shutdown(wait=True, cancel_futures=True)
+        if executor is None:
+            return
+        # the pool's own processes: multiprocessing.active_children() would include other pools'
+        processes = list((getattr(executor, "_processes", None) or {}).values())
+        self.peak_rss_mb = sum(_peak_rss_mb(process.pid) for process in processes)
+        executor.shutdown(wait=False, cancel_futures=True)
+        if not self._ready.is_set():
+            for process in processes:
+                process.terminate()
+        deadline = time.monotonic() + CLOSE_SECONDS
+        for process in processes:
+            process.join(max(0.0, deadline - time.monotonic()))
+            if process.is_alive():
+                process.kill()
+                process.join(1)
 
     def __enter__(self) -> "PageWorkers":
         return self
@@ -114,10 +140,14 @@ class PageWorkers:
             return None
         with self._lock:
             if self._executor is None and not self._failed:
-                # spawned, not forked: the sync's process runs threads, which a fork would copy mid-step
-                self._executor = concurrent.futures.ProcessPoolExecutor(
-                    self.processes, mp_context=multiprocessing.get_context("spawn"), initializer=_leave_with_parent)
-                self._executor.submit(_started).add_done_callback(self._on_started)
+                try:
+                    # spawned, not forked: the sync's process runs threads, which a fork would copy mid-step
+                    self._executor = concurrent.futures.ProcessPoolExecutor(
+                        self.processes, mp_context=multiprocessing.get_context("spawn"),
+                        initializer=_leave_with_parent)
+                    self._executor.submit(_started).add_done_callback(self._on_started)
+                except Exception as exc:  # noqa: BLE001 - no process to be had (a limit, memory): the usual path
+                    self._fail(exc)
             return self._executor
 
     def _on_started(self, future: concurrent.futures.Future) -> None:
@@ -151,11 +181,11 @@ def _leave_with_parent() -> None:
     threading.Thread(target=watch, name="makini-page-worker-parent", daemon=True).start()
 
 
-def _prepare(body: bytes, entity: Entity, connection_id: str, documents: bool) -> Optional[Prepared]:
-    """In a worker: the body parsed and its tables prepared; None when anything is wrong
-    with it, which the walk's usual path then reports with the page's request."""
+def _prepare(data: bytes, entity: Entity, connection_id: str, documents: bool) -> Optional[Prepared]:
+    """In a worker: the records parsed and their tables prepared; None when anything is wrong
+    with them, which the walk's usual path then reports with the page's request."""
     try:
-        records = BodyPage(body).records()
+        records = BodyPage(data).records()
         return PageConverter(entity, connection_id, documents=documents).prepare(records)
     except Exception:  # noqa: BLE001 - the walk's own path meets the same page and names the error
         return None

@@ -47,6 +47,7 @@ class SpooledPage:
     date: Optional[str]  # the response's Date header (the walk's bookmark cap)
     request_id: Optional[str]
     path: str = "spool"  # how the page was parsed (client.Page.path); "spool" when replayed
+    body: Optional[BodyPage] = None  # the records as the API sent them, when the page came that way
 
 
 def _fsync_dir(path: Path) -> None:
@@ -116,18 +117,17 @@ def _encode(page: SpooledPage) -> tuple[dict, bytes | memoryview]:
         with ipc.new_stream(sink, page.records.schema) as writer:
             writer.write_table(page.records)
         return {**header, "kind": "arrow"}, memoryview(sink.getvalue())
-    if isinstance(page.records, BodyPage):
-        return {**header, "kind": "body"}, page.records.body  # as the API sent it
+    body = page.records if isinstance(page.records, BodyPage) else page.body
+    if body is not None:
+        return {**header, "kind": "json"}, body.data  # the records as the API sent them
     return {**header, "kind": "json"}, exact_json.dumps(page.records)
 
 
 def _decode(header: dict, payload: bytes) -> SpooledPage:
     if header["kind"] == "arrow":
         records = ipc.open_stream(pa.py_buffer(payload)).read_all()
-    elif header["kind"] == "body":
+    else:  # parsed where the walk converts it (page_workers.py)
         records = BodyPage(bytes(payload), header["request_id"])
-    else:
-        records = exact_json.loads(payload)
     return SpooledPage(records, header["cursor"], header["total_count"], header["date"], header["request_id"])
 
 

@@ -156,21 +156,26 @@ class EntityWalk:
 
         def fetched() -> Iterator[Any]:
             """The completeness bound (read before the first page: it bounds what the
-            walk sees), then spooled pages, then live ones, each spooled before it is used."""
+            walk sees), then spooled pages, then live ones, each ready to use (``ready_to_use``)
+            and spooled before it is used."""
             yield connection.completeness(self.lookback)
-            yield from replay
+            yield from ready_to_use(iter(replay))
             if replay and resume is None:
                 return  # the last page was already spooled
             paginator = MakiniCursorPaginator(resume_cursor=resume)
             connection.client.page_schemas.child_fields[entity.path] = frozenset(c.field for c in entity.children)
-            connection.client.bodies_kept = True  # parsed below, on this thread or in a worker (ready_to_use)
-            for page in connection.client.paginate(
-                entity.path, params=params, paginator=paginator, hooks={"response": [raise_for_makini_error]}
-            ):
-                spooled = SpooledPage(
-                    page[0].records, paginator.cursor, paginator.total_count,
-                    page.response.headers.get("Date"), page.response.headers.get("X-Request-Id"), page[0].path,
-                )
+            connection.client.bodies_kept = True  # parsed in ready_to_use, on this thread or in a worker
+
+            def live() -> Iterator[SpooledPage]:
+                for page in connection.client.paginate(
+                    entity.path, params=params, paginator=paginator, hooks={"response": [raise_for_makini_error]}
+                ):
+                    yield SpooledPage(
+                        page[0].records, paginator.cursor, paginator.total_count,
+                        page.response.headers.get("Date"), page.response.headers.get("X-Request-Id"), page[0].path,
+                    )
+
+            for spooled in ready_to_use(live()):
                 # spooled even when the walk has just ended: its next stretch takes the page from
                 # here (PageFeed.close waits for this thread, so it never writes into that stretch's log)
                 if spool is not None and not (spool.empty and spooled.cursor is None):
@@ -180,37 +185,41 @@ class EntityWalk:
                 yield spooled
 
         def ready_to_use(pages: Iterator[Any]) -> Iterator[Any]:
-            """Pages kept as their body, parsed (or prepared by a worker) before the walk takes
-            them; a worker prepares the next page meanwhile (``PREPARED_AHEAD``), in page order."""
+            """Pages that came as the text of their records, parsed (or prepared by a worker)
+            before they are spooled and used, in page order; a worker prepares the walk's next
+            page meanwhile (``PREPARED_AHEAD``). A page that does not parse is never spooled:
+            its error reaches the walk after the pages before it, and nothing after it does."""
             waiting: deque[tuple[SpooledPage, Optional[Preparing]]] = deque()
 
             def finished(page: SpooledPage, preparing: Optional[Preparing]) -> SpooledPage:
-                if preparing is not None:
-                    page.records = preparing.result()
+                if isinstance(page.records, BodyPage):
+                    page.body = page.records
+                    page.records = preparing.result() if preparing is not None else page.body.records()
                     if isinstance(page.records, PreparedPage):
                         page.path = f"{page.path}+worker"
-                elif isinstance(page.records, BodyPage):
-                    page.records = page.records.records()
                 return page
 
-            try:
-                for page in pages:
-                    preparing = None
-                    if isinstance(page, SpooledPage) and isinstance(page.records, BodyPage) \
-                            and self.workers is not None and not self.collect_versions:
-                        preparing = self.workers.submit(page.records, entity, connection_id, self.documents)
-                    if preparing is None or not preparing.in_worker:
-                        while waiting:  # a page no worker has goes on at once, after those before it
-                            yield finished(*waiting.popleft())
-                        yield finished(page, preparing) if isinstance(page, SpooledPage) else page  # or the bound
-                        continue
-                    waiting.append((page, preparing))
-                    if len(waiting) > PREPARED_AHEAD:
+            while True:
+                try:
+                    page = next(pages)
+                except StopIteration:
+                    break
+                except Exception:
+                    while waiting:  # the pages fetched before a failed request, then its error
                         yield finished(*waiting.popleft())
-            except Exception:
-                while waiting:  # what came before the error, then the error
+                    raise
+                preparing = None
+                if isinstance(page, SpooledPage) and isinstance(page.records, BodyPage) \
+                        and self.workers is not None and not self.collect_versions:
+                    preparing = self.workers.submit(page.records, entity, connection_id, self.documents)
+                if preparing is None or not preparing.in_worker:
+                    while waiting:  # a page no worker has goes on at once, after those before it
+                        yield finished(*waiting.popleft())
+                    yield finished(page, preparing) if isinstance(page, SpooledPage) else page  # or the bound
+                    continue
+                waiting.append((page, preparing))
+                if len(waiting) > PREPARED_AHEAD:
                     yield finished(*waiting.popleft())
-                raise
             while waiting:
                 yield finished(*waiting.popleft())
 
@@ -221,7 +230,7 @@ class EntityWalk:
             state[WALK_KEY] = WalkPosition(cursor, from_scratch, watermark).to_state()
             self.outcomes.unfinished.add(walk_key)
 
-        feed = self.fleet.feed(lambda: ready_to_use(fetched()))
+        feed = self.fleet.feed(fetched)
         try:
             bound = yield from next_page(feed, lambda: self.budget.overdue)
             if bound is PAUSED:  # the package is due before this walk's first answer
