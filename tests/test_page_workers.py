@@ -66,6 +66,7 @@ def test_refused_pages_land_the_same_through_a_worker(drifting, tmp_path, monkey
     assert_exact(tmp_path / "worker.duckdb", drifting)
 
 
+@pytest.mark.parametrize("drifting", ["drift_int64"], indirect=True)
 def test_a_worker_that_died_costs_no_page(drifting, tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("DLT_DATA_DIR", str(tmp_path / "dlt"))
     with PageWorkers(1) as workers:
@@ -81,6 +82,7 @@ def test_a_worker_that_died_costs_no_page(drifting, tmp_path, monkeypatch, caplo
     assert_exact(tmp_path / "w.duckdb", drifting)
 
 
+@pytest.mark.parametrize("drifting", ["drift_int64"], indirect=True)
 def test_the_run_stops_the_workers_it_started(drifting, tmp_path, monkeypatch):
     monkeypatch.setenv("DLT_DATA_DIR", str(tmp_path / "dlt"))
     result = sync(tmp_path / "w.duckdb", drifting, conversion_processes=1)
