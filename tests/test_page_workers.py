@@ -159,3 +159,26 @@ def test_a_page_that_does_not_parse_is_never_spooled_and_nothing_after_it_lands(
         mended = sync(db, sandbox, entities=["work_orders"], rows_per_load=1, page_workers=pool)
         assert mended.ok, mended.report.failures
         assert_exact(db, sandbox, entities=["work_orders"])
+
+
+@pytest.mark.parametrize("documents", [False, True])  # SQL tables; MongoDB's documents
+def test_a_worker_prepares_what_the_converter_makes_of_a_drifting_page(documents):
+    from sources.makini.page_workers import PreparedPage
+    from sources.makini.records import PageConverter
+    from sources.makini.settings import ENTITIES
+
+    orders = [{"id": f"po_{i}", "updated_at": f"2026-03-0{1 + i % 3}T00:00:00.000Z", "priority": [2, "P2", None][i % 3],
+               "erp_doc_id": 2**70 + i, "vendor": {"id": i, "name": "é✓"} if i % 2 else None,
+               "custom_fields": {"a": None, "b": [1, 2.5]} if i % 2 else None,
+               "line_items": [{"line_number": n, "quantity": [12, "12.5", 3.25][n % 3]} for n in range(i % 4)]}
+              for i in range(40)]
+    entity = ENTITIES["purchase_orders"]
+    with PageWorkers(1) as workers:
+        assert workers.wait_ready(120), "the worker did not start"
+        page = workers.submit(BodyPage(exact_json.dumps(orders), "req_w"), entity, "conn_w", documents).result()
+    assert isinstance(page, PreparedPage)
+    in_worker = PageConverter(entity, "conn_w", documents=documents).land(page.prepared, "req_w")
+    here = PageConverter(entity, "conn_w", documents=documents).convert(orders, "req_w")
+    assert {name: table.to_pylist() for name, table in in_worker.items()} == \
+        {name: table.to_pylist() for name, table in here.items()}
+    assert {name: table.schema for name, table in in_worker.items()} == {name: table.schema for name, table in here.items()}
