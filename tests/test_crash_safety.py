@@ -20,7 +20,7 @@ from tests.sync_support import assert_exact
 
 REPO = Path(__file__).resolve().parent.parent
 SIZES = {"purchase-orders": 1200, "work-orders": 500, "assets": 600, "inventory-items": 600, "vendors": 250}
-KILL_POINTS = int(os.environ.get("MAKINI_KILL_POINTS", "8"))  # every one hits a running sync now; 40 for the harness
+KILL_POINTS = int(os.environ.get("MAKINI_KILL_POINTS", "5"))  # every one hits a running sync; 40 for the harness
 
 
 def sync_process(sandbox, workdir: Path) -> subprocess.Popen:

@@ -17,6 +17,7 @@ and takes the walk's usual path, which reports what is wrong.
 from __future__ import annotations
 
 import concurrent.futures
+from collections import deque
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -24,10 +25,11 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Any, Iterator, Optional, Union
 
 from .body_page import BodyPage
 from .records import PageConverter, Prepared
+from .spool import SpooledPage
 from .settings import Entity
 
 logger = logging.getLogger(__name__)
@@ -42,6 +44,9 @@ def _cores() -> int:
 # one worker beside the sync's own process where there is a second core: a second worker
 # costs its interpreter's memory again for little more speed (benchmarks/sync_variants.py)
 DEFAULT_CONVERSION_PROCESSES = 1 if _cores() > 1 else 0
+# pages a walk has in a worker beyond the one it waits for: its next page is prepared while
+# the walk lands this one (benchmarks/sync_variants.py --shape drift_int64)
+PREPARED_AHEAD = 1
 # refused pages a run meets before it starts its workers: a run with a handful (an incremental
 # one) would pay a worker's start-up, about a second of the other core, for nothing
 START_AFTER_PAGES = 8
@@ -161,6 +166,47 @@ class PageWorkers:
             logger.warning("page conversion workers stopped (%s); pages are converted in the sync's process",
                            type(exc).__name__)
         self._failed = True
+
+
+def pages_ready(pages: Iterator[Any], workers: Optional[PageWorkers], entity: Entity, connection_id: str,
+                documents: bool) -> Iterator[Any]:
+    """A walk's pages (and anything else it fetches, passed on as is) with those that came as
+    the text of their records parsed, or prepared by ``workers``, in page order; a worker
+    prepares the walk's next page meanwhile (``PREPARED_AHEAD``). The caller spools what this
+    yields, so a page that does not parse is never spooled: its error reaches the walk after
+    the pages before it, and nothing after it does."""
+    waiting: deque[tuple[SpooledPage, Optional[Preparing]]] = deque()
+    while True:
+        try:
+            page = next(pages)
+        except StopIteration:
+            break
+        except Exception:
+            while waiting:  # the pages fetched before a failed request, then its error
+                yield _finished(*waiting.popleft())
+            raise
+        preparing = None
+        if isinstance(page, SpooledPage) and isinstance(page.records, BodyPage) and workers is not None:
+            preparing = workers.submit(page.records, entity, connection_id, documents)
+        if preparing is None or not preparing.in_worker:
+            while waiting:  # a page no worker has goes on at once, after those before it
+                yield _finished(*waiting.popleft())
+            yield _finished(page, preparing) if isinstance(page, SpooledPage) else page
+            continue
+        waiting.append((page, preparing))
+        if len(waiting) > PREPARED_AHEAD:
+            yield _finished(*waiting.popleft())
+    while waiting:
+        yield _finished(*waiting.popleft())
+
+
+def _finished(page: SpooledPage, preparing: Optional[Preparing]) -> SpooledPage:
+    if isinstance(page.records, BodyPage):
+        page.body = page.records
+        page.records = preparing.result() if preparing is not None else page.body.records()
+        if isinstance(page.records, PreparedPage):
+            page.path = f"{page.path}+worker"
+    return page
 
 
 def _started() -> bool:

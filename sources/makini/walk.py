@@ -12,7 +12,6 @@ walk at what it had seen, and a new walk starts from that bookmark.
 from __future__ import annotations
 
 import email.utils
-from collections import deque
 import logging
 import time
 from dataclasses import dataclass, field
@@ -34,17 +33,12 @@ from .spool import Spool, SpooledPage, SpooledPages
 from .walk_outcomes import WalkOutcomes
 from .walk_position import STATE_KEY as WALK_KEY, WalkPosition, walk_base
 from .column_kinds import ARROW_CAST_ERRORS, ColumnKinds, schema_change_rows
-from .body_page import BodyPage
-from .page_workers import PageWorkers, PreparedPage, Preparing
+from .page_workers import PageWorkers, PreparedPage, pages_ready
 from .records import PageConverter
 from .report import SyncReport
 from .settings import ID_COLUMN, UPDATED_AT_COLUMN, Entity, entity_hints
 
 logger = logging.getLogger(__name__)
-
-# pages a walk has in a worker beyond the one it waits for: its next page is prepared while
-# the walk lands this one (benchmarks/sync_variants.py --shape drift_int64)
-PREPARED_AHEAD = 1
 
 # drops rows not newer than the destination's: (entity, tables by name) -> tables
 Fence = Callable[[Entity, dict], dict]
@@ -184,44 +178,10 @@ class EntityWalk:
                     spool.append(spooled)
                 yield spooled
 
+        workers = None if self.collect_versions else self.workers  # reconcile reads the records themselves
+
         def ready_to_use(pages: Iterator[Any]) -> Iterator[Any]:
-            """Pages that came as the text of their records, parsed (or prepared by a worker)
-            before they are spooled and used, in page order; a worker prepares the walk's next
-            page meanwhile (``PREPARED_AHEAD``). A page that does not parse is never spooled:
-            its error reaches the walk after the pages before it, and nothing after it does."""
-            waiting: deque[tuple[SpooledPage, Optional[Preparing]]] = deque()
-
-            def finished(page: SpooledPage, preparing: Optional[Preparing]) -> SpooledPage:
-                if isinstance(page.records, BodyPage):
-                    page.body = page.records
-                    page.records = preparing.result() if preparing is not None else page.body.records()
-                    if isinstance(page.records, PreparedPage):
-                        page.path = f"{page.path}+worker"
-                return page
-
-            while True:
-                try:
-                    page = next(pages)
-                except StopIteration:
-                    break
-                except Exception:
-                    while waiting:  # the pages fetched before a failed request, then its error
-                        yield finished(*waiting.popleft())
-                    raise
-                preparing = None
-                if isinstance(page, SpooledPage) and isinstance(page.records, BodyPage) \
-                        and self.workers is not None and not self.collect_versions:
-                    preparing = self.workers.submit(page.records, entity, connection_id, self.documents)
-                if preparing is None or not preparing.in_worker:
-                    while waiting:  # a page no worker has goes on at once, after those before it
-                        yield finished(*waiting.popleft())
-                    yield finished(page, preparing) if isinstance(page, SpooledPage) else page  # or the bound
-                    continue
-                waiting.append((page, preparing))
-                if len(waiting) > PREPARED_AHEAD:
-                    yield finished(*waiting.popleft())
-            while waiting:
-                yield finished(*waiting.popleft())
+            return pages_ready(pages, workers, entity, connection_id, self.documents)
 
         def pause(cursor: Optional[str]) -> Iterator[Any]:
             """End this stretch before the page ``cursor`` fetches; the next extraction goes on from it."""
