@@ -49,6 +49,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from makini_sandbox import Sandbox  # noqa: E402
+from sources.makini.page_workers import process_peak_rss_mb  # noqa: E402
 from sources.makini.settings import ENTITIES  # noqa: E402
 
 SMALL = {"purchase-orders": 40, "work-orders": 20, "assets": 15, "inventory-items": 15, "vendors": 10}
@@ -84,7 +85,7 @@ def sync(sandbox: Sandbox, workdir: Path, label: str, extra: list[str], code: Pa
                                    env=env, stdout=out, stderr=err)
         rss_mb = 0.0
         while process.poll() is None:  # VmHWM: ru_maxrss would carry this process's RSS at the fork
-            rss_mb = max(rss_mb, _high_water_mb(process.pid))
+            rss_mb = max(rss_mb, process_peak_rss_mb(process.pid))
             time.sleep(0.1)
     wall = time.monotonic() - started
     if process.returncode != 0:
@@ -97,17 +98,6 @@ def sync(sandbox: Sandbox, workdir: Path, label: str, extra: list[str], code: Pa
     records = _check_exact(db, sandbox)
     shutil.rmtree(run_dir, ignore_errors=True)
     return Run(wall, rss_mb, served["total"], refused, admitted, records)
-
-
-def _high_water_mb(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
 
 
 def _check_exact(db: Path, sandbox: Sandbox) -> int:

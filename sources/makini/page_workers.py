@@ -122,7 +122,7 @@ class PageWorkers:
             return
         # the pool's own processes: multiprocessing.active_children() would include other pools'
         processes = list((getattr(executor, "_processes", None) or {}).values())
-        self.peak_rss_mb = sum(_peak_rss_mb(process.pid) for process in processes)
+        self.peak_rss_mb = sum(process_peak_rss_mb(process.pid) for process in processes)
         executor.shutdown(wait=False, cancel_futures=True)
         if not self._ready.is_set():
             for process in processes:
@@ -237,8 +237,8 @@ def _prepare(data: bytes, entity: Entity, connection_id: str, documents: bool) -
         return None
 
 
-def _peak_rss_mb(pid: Optional[int]) -> float:
-    """A worker's high-water mark of resident memory (``VmHWM``), 0 when it is gone."""
+def process_peak_rss_mb(pid: Optional[int]) -> float:
+    """A process's high-water mark of resident memory (``VmHWM``), 0 when it is gone."""
     try:
         with open(f"/proc/{pid}/status") as status:
             for line in status:
