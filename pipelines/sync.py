@@ -12,14 +12,12 @@ import logging
 import sys
 from typing import Iterator, Optional
 
-
-from makini_sync.destinations.profiles import load_profile
-from makini_sync.run.summary import failure_line, render_summary
+# only light modules here: a page worker imports this module again, as a spawned process
+# imports its parent's main module; the run and its destinations are imported in main()
+from makini_sync.run.defaults import DEFAULT_ROWS_PER_LOAD, DEFAULT_SECONDS_PER_LOAD
+from makini_sync.workers.selection import Shard, WorkerSelection
 from sources.makini.fleet import DEFAULT_CONCURRENCY
 from sources.makini.page_workers import DEFAULT_CONVERSION_PROCESSES
-from makini_sync.run.sync import DEFAULT_ROWS_PER_LOAD, DEFAULT_SECONDS_PER_LOAD, run_sync
-from makini_sync.workers.selection import Shard, WorkerSelection
-from pipelines.exit_codes import failure_exit_code
 
 logger = logging.getLogger("makini_sync")
 
@@ -119,6 +117,11 @@ def makini_endpoint(args: argparse.Namespace) -> Iterator[dict]:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    from makini_sync.destinations.profiles import load_profile
+    from makini_sync.run.summary import failure_line, render_summary
+    from makini_sync.run.sync import run_sync
+    from pipelines.exit_codes import failure_exit_code
+
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     progress = None if args.no_progress or not sys.stderr.isatty() else "enlighten"

@@ -24,8 +24,8 @@ from sources.makini.bookmark import parse_iso
 from sources.makini.column_kinds import ColumnKinds
 from sources.makini.records import PageConverter
 from sources.makini.settings import CONNECTION_COLUMN, ID_COLUMN, UPDATED_AT_COLUMN, Entity
-from sources.makini.column_kinds import schema_change_rows
-from sources.makini.settings import MERGE, entity_hints, key_columns
+from sources.makini.settings import key_columns
+from sources.makini.table_hints import MERGE, entity_hints, schema_change_rows
 
 from makini_sync.run.destination_session import after_load, destination_session, normalized_row_counts
 from makini_sync.integrity.fence import TOMBSTONES, fenced_table_names

@@ -25,6 +25,7 @@ from sources.makini.entity_config import load_registry
 from sources.makini.spool import settle_spools
 from sources.makini.walk import committed_positions
 
+from makini_sync.run.defaults import DEFAULT_ROWS_PER_LOAD, DEFAULT_SECONDS_PER_LOAD
 from makini_sync.run.destination_session import count_rows
 from makini_sync.integrity.locking import WriterLocks, holder_name, pipeline_run_lock
 from makini_sync.run.package_loop import PackageLoop
@@ -72,10 +73,6 @@ class SyncResult:
         return not self.report.failures and not self.report.skipped
 
 
-DEFAULT_ROWS_PER_LOAD = 300_000
-# rows fetched wait at most about this long for their load, whatever a slow or failing
-# connection is doing meanwhile; long enough that a fleet's extra packages cost little
-DEFAULT_SECONDS_PER_LOAD = 60.0
 M_ARENA_MAX = -8  # glibc mallopt parameter
 
 

@@ -24,12 +24,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping, Optional
 
-import dlt
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .settings import key_columns
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 KIND_TYPES: dict[str, pa.DataType] = {
@@ -302,19 +300,3 @@ def _rest_kinds(rest: Optional[pa.Array], target: str) -> Iterable[tuple[str, pa
 
 def _cast(values: pa.Array, arrow: pa.DataType) -> pa.Array:
     return values if values.type == arrow else values.cast(arrow)
-
-
-SCHEMA_CHANGE_HINTS = dlt.mark.make_hints(
-    table_name=SCHEMA_CHANGES_TABLE,
-    write_disposition="merge",
-    primary_key=list(SCHEMA_CHANGE_KEY),
-    columns=key_columns(*SCHEMA_CHANGE_KEY),
-)
-
-
-def schema_change_rows(changes: list) -> Any:
-    """The changes as rows of ``_makini_schema_changes`` (one per connection, table, column)."""
-    rows = pa.Table.from_pylist([c.row() for c in changes])
-    # the key columns are never null: say so in Arrow too, as the hints do (else dlt warns they differ)
-    rows = rows.cast(pa.schema([f.with_nullable(f.name not in SCHEMA_CHANGE_KEY) for f in rows.schema]))
-    return dlt.mark.with_hints(rows, SCHEMA_CHANGE_HINTS, create_table_variant=True)

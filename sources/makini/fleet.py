@@ -18,8 +18,6 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable, Generator, Iterator, Optional
 
-from dlt.common.runtime.collector import NULL_COLLECTOR
-
 from .fleet_progress import FleetProgress
 from .page_feed import PageFeed
 
@@ -40,7 +38,7 @@ class Fleet:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, not {concurrency}")
         self.concurrency = concurrency
-        self.progress = progress if progress is not None else FleetProgress(NULL_COLLECTOR, (), 0)
+        self.progress = progress if progress is not None else FleetProgress(None, (), 0)
         self._free = concurrency
         self._feeds: set[PageFeed] = set()
         self._changed = threading.Condition()

@@ -11,12 +11,7 @@ the webhook processor see one shape whatever the deployment calls its fields.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping
-
-import dlt
-
-if TYPE_CHECKING:
-    from dlt.common.schema.typing import TDeleteInsertStrategyDict
+from typing import Mapping
 
 API_PREFIX = "/api/v1"
 
@@ -122,7 +117,6 @@ ENTITIES: dict[str, Entity] = {
 # walk, the deltas path and reconcile all load through these hints, so a row
 # lands the same way whichever of them brought it.
 
-MERGE: TDeleteInsertStrategyDict = {"disposition": "merge", "strategy": "delete-insert"}
 
 # Key columns get a length so that databases which cannot index unbounded
 # text (MySQL/MariaDB primary keys) index them as VARCHAR.
@@ -133,28 +127,3 @@ def key_columns(*names: str) -> dict[str, dict]:
     return {n: {"data_type": "text", "precision": KEY_LENGTHS.get(n, 255), "nullable": False} for n in names}
 
 
-def entity_hints(entity: Entity) -> dict[str, Any]:
-    """dlt table hints for the entity's table and each of its child tables.
-
-    Every table gets its hints with its rows (rather than some on the
-    resource) so that the parent's column hints do not leak into its children.
-    """
-    hints = {
-        entity.table: dlt.mark.make_hints(
-            table_name=entity.table,
-            primary_key=[CONNECTION_COLUMN, ID_COLUMN],
-            write_disposition=MERGE,
-            columns={**key_columns(CONNECTION_COLUMN, ID_COLUMN), UPDATED_AT_COLUMN: {"dedup_sort": "desc"}},
-        )
-    }
-    for child in entity.children:
-        hints[child.table] = dlt.mark.make_hints(
-            table_name=child.table,
-            primary_key=[CONNECTION_COLUMN, child.parent_column, child.key],
-            write_disposition=MERGE,
-            columns={
-                **key_columns(CONNECTION_COLUMN, child.parent_column),
-                child.version_column: {"dedup_sort": "desc"},
-            },
-        )
-    return hints

@@ -32,11 +32,12 @@ from .page_feed import END
 from .spool import Spool, SpooledPage, SpooledPages
 from .walk_outcomes import WalkOutcomes
 from .walk_position import STATE_KEY as WALK_KEY, WalkPosition, walk_base
-from .column_kinds import ARROW_CAST_ERRORS, ColumnKinds, schema_change_rows
+from .column_kinds import ARROW_CAST_ERRORS, ColumnKinds
 from .page_workers import PageWorkers, PreparedPage, pages_ready
 from .records import PageConverter
 from .report import SyncReport
-from .settings import ID_COLUMN, UPDATED_AT_COLUMN, Entity, entity_hints
+from .settings import ID_COLUMN, UPDATED_AT_COLUMN, Entity
+from .table_hints import entity_hints, schema_change_rows
 
 logger = logging.getLogger(__name__)
 
