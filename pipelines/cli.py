@@ -16,6 +16,8 @@ import importlib
 import sys
 from typing import Optional
 
+from pipelines.process_exit import exit_now
+
 # subcommand -> (module with main(argv), what it does)
 COMMANDS = {
     "sync": ("pipelines.sync", "sync entities into a destination (python -m pipelines.sync)"),
@@ -46,5 +48,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     return module.main(rest)
 
 
+def run() -> None:
+    """The ``makini-sync`` command: ``main``, then the process ends without its interpreter's teardown."""
+    exit_now(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -16,6 +16,7 @@ from typing import Iterator, Optional
 # imports its parent's main module; the run and its destinations are imported in main()
 from makini_sync.run.defaults import DEFAULT_ROWS_PER_LOAD, DEFAULT_SECONDS_PER_LOAD
 from makini_sync.workers.selection import Shard, WorkerSelection
+from pipelines.process_exit import exit_now
 from sources.makini.fleet import DEFAULT_CONCURRENCY
 from sources.makini.page_workers import DEFAULT_CONVERSION_PROCESSES
 
@@ -156,4 +157,4 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())
