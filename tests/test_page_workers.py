@@ -58,6 +58,7 @@ def test_refused_pages_land_the_same_through_a_worker(drifting, tmp_path, monkey
     with PageWorkers(1) as workers:
         assert workers.wait_ready(120), "the worker did not start"
         in_worker = sync(tmp_path / "worker.duckdb", drifting, page_workers=workers)
+        assert workers.wait_ready(0), "the run stopped the caller's workers, which are kept warm across runs"
     assert in_worker.ok
     worker_pages = sum(n for path, n in in_worker.report.paths.items() if path.endswith("+worker"))
     assert worker_pages >= 8, in_worker.report.paths  # every refused page went through the worker

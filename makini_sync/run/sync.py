@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import dlt
 import pyarrow as pa
@@ -94,6 +94,17 @@ def allow_open_files_for_a_fleet() -> None:
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         if hard == resource.RLIM_INFINITY or soft < hard:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+@contextlib.contextmanager
+def run_page_workers(given: Optional[PageWorkers], processes: int, collect_versions: bool) -> Iterator[PageWorkers]:
+    """The run's page workers: the caller's, left running; else ``processes`` of its own, stopped
+    with the run. Reconcile (``collect_versions``) uses none: its pages keep the usual path."""
+    if given is not None and not collect_versions:
+        yield given
+        return
+    with PageWorkers(0 if collect_versions else processes) as own:
+        yield own
 
 
 def run_sync(
@@ -190,9 +201,7 @@ def run_sync(
         adopted = {} if full_refresh or backfill or dry_run or profile.documents else adopt_bookmarks(
             pipeline, sync_pipeline_prefix(profile.name, dataset), connections.ids, [e.table for e in chosen])
         settle_spools(spool_root, committed_positions(source_resources_state(pipeline)))
-        own_workers = PageWorkers(0 if collect_versions or page_workers is not None else conversion_processes)
-        workers = page_workers if page_workers is not None and not collect_versions else own_workers
-        with own_workers:
+        with run_page_workers(page_workers, conversion_processes, collect_versions) as workers:
             loop = PackageLoop(pipeline, profile, chosen, source_args,
                                dataclasses.replace(options, page_workers=workers), spool_root, full_refresh, locks,
                                connections.ids)

@@ -28,8 +28,7 @@ class BodyPage:
         naming the request when the text is not JSON (the paging read does not check every value)."""
         records = parsed_body(self.data, self.request_id, self.status)
         if not isinstance(records, list):
-            raise MalformedResponse("list response has no 'data' array", request_id=self.request_id,
-                                    status=self.status)
+            raise _no_data_array(self.request_id, self.status)
         return records
 
 
@@ -66,5 +65,9 @@ def parsed_body(body: bytes, request_id: Optional[str], status: int) -> Any:
 def page_records(body: Any, request_id: Optional[str], status: int) -> list:
     data = body.get("data") if isinstance(body, dict) else None
     if not isinstance(data, list):
-        raise MalformedResponse("list response has no 'data' array", request_id=request_id, status=status)
+        raise _no_data_array(request_id, status)
     return data
+
+
+def _no_data_array(request_id: Optional[str], status: int) -> MalformedResponse:
+    return MalformedResponse("list response has no 'data' array", request_id=request_id, status=status)
