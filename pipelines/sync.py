@@ -41,7 +41,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--conversion-processes", type=non_negative_int, default=DEFAULT_CONVERSION_PROCESSES,
                         metavar="N",
                         help="worker processes that parse and convert pages whose types drift (Arrow's reader "
-                             "refuses them); each costs about 140 MB; 0: the sync's own process does "
+                             "refuses them); each costs about 80 MB; 0: the sync's own process does "
                              "(default: %d)" % DEFAULT_CONVERSION_PROCESSES)
     parser.add_argument("--connections", default=None, metavar="FILE",
                         help="the fleet's connections file (TOML; tokens stay in secrets; see README's "

@@ -23,15 +23,13 @@ import threading
 import time
 from typing import TYPE_CHECKING, Optional, Union
 
-import dlt
-
-from makini_sync.destinations.profiles import load_profile
-from makini_sync.webhooks.inbox import Inbox
-from makini_sync.webhooks.inbox_url import JetStreamAddress, inbox_location
-from makini_sync.webhooks.jetstream_inbox import BrokerUnreachable, JetStreamInbox
+# only light modules here: a polling run's page workers import this module again, as a spawned
+# process imports its parent's main module; dlt and the destinations are imported where used
 from sources.makini.errors import ConfigurationError
 
 if TYPE_CHECKING:
+    from makini_sync.webhooks.inbox import Inbox
+    from makini_sync.webhooks.jetstream_inbox import JetStreamInbox
     from makini_sync.webhooks.jetstream_processor import JetStreamProcessor
 
 logger = logging.getLogger("makini_sync.webhooks")
@@ -71,6 +69,8 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
 
 def webhook_secrets() -> list[str]:
     """The configured ``whsec_`` secrets, each checked (a malformed one is a configuration error)."""
+    import dlt
+
     from makini_sync.webhooks.signatures import parse_secrets, secret_list
 
     secret: object = dlt.secrets.get("sources.makini.webhook_secret")  # one secret or a list
@@ -85,12 +85,17 @@ def webhook_secrets() -> list[str]:
         raise ConfigurationError(str(exc)) from None
 
 
-AnyInbox = Union[Inbox, JetStreamInbox]
+AnyInbox = Union["Inbox", "JetStreamInbox"]
 
 
 def processing_loop(inbox: AnyInbox, args: argparse.Namespace, stop: threading.Event, wake: threading.Event,
                     once: bool = False) -> int:
+    import dlt
+
+    from makini_sync.destinations.profiles import load_profile
     from makini_sync.scheduling.polling import PollingFallback
+    from makini_sync.webhooks.inbox import Inbox
+    from makini_sync.webhooks.jetstream_inbox import JetStreamInbox
     from makini_sync.webhooks.processor import Processor
 
     profile = load_profile(args.destination)
@@ -148,6 +153,7 @@ def serve(inbox: AnyInbox, args: argparse.Namespace) -> int:
 
 
 def dead_letters(inbox: AnyInbox, args: argparse.Namespace) -> int:
+    from makini_sync.webhooks.inbox import Inbox
     from makini_sync.webhooks.jetstream_dlq import DeadLetterStream
 
     store = inbox if isinstance(inbox, Inbox) else DeadLetterStream(inbox)
@@ -168,6 +174,10 @@ def reconcile_command(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    from makini_sync.webhooks.inbox import Inbox
+    from makini_sync.webhooks.inbox_url import JetStreamAddress, inbox_location
+    from makini_sync.webhooks.jetstream_inbox import BrokerUnreachable, JetStreamInbox
+
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -187,12 +187,13 @@ def test_a_worker_prepares_what_the_converter_makes_of_a_drifting_page(documents
 
 def test_what_a_worker_imports_loads_no_dlt():
     """A spawned worker imports the module of what it is sent (``page_workers._prepare``, the
-    entity and the prepared tables) and its parent's main module (``python -m pipelines.sync``);
-    none of them may pull in dlt, whose import is tens of megabytes per worker."""
+    entity and the prepared tables) and its parent's main module (``python -m pipelines.sync``, the
+    webhook processor's polling runs, the ``makini-sync`` command); none of them may pull in dlt, whose import is tens of megabytes per worker."""
     import subprocess
     import sys
 
-    probe = ("import sys, pipelines.sync, sources.makini.page_workers, sources.makini.records, "
+    probe = ("import sys, pipelines.sync, pipelines.webhooks, pipelines.cli, sources.makini.page_workers, "
+             "sources.makini.records, "
              "sources.makini.settings; "
              "print(sorted({m.split('.')[0] for m in sys.modules} & {'dlt', 'duckdb'}))")
     found = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,

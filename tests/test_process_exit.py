@@ -27,7 +27,9 @@ exit_now(3)
 
 def test_exit_now_keeps_the_code_the_output_the_handlers_and_the_threads(tmp_path):
     marker = tmp_path / "marker"
-    run = subprocess.run([sys.executable, "-c", PROGRAM, str(marker)], capture_output=True, text=True, cwd=REPO, timeout=60)
+    buffered = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # as under cron
+    run = subprocess.run([sys.executable, "-c", PROGRAM, str(marker)], capture_output=True, text=True, cwd=REPO,
+                         timeout=60, env=buffered)
     assert run.returncode == 3, run.stderr
     assert run.stdout == "summary line without a newline"
     assert (tmp_path / "marker.thread").read_text() == "done"
@@ -42,3 +44,14 @@ def test_the_sync_command_ends_with_its_exit_code_and_summary(tmp_path):
                          env={**os.environ, "PYTHONPATH": str(REPO)})
     assert bad.returncode == 2, bad.stdout + bad.stderr
     assert "nowhere" in bad.stderr
+
+
+def test_output_that_cannot_be_written_is_a_failure_not_a_success():
+    """A summary lost to a full disk exits 120 and says so, as the interpreter's own exit would."""
+    buffered = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    program = "from pipelines.process_exit import exit_now; print('summary'); exit_now(0)"
+    with open("/dev/full", "w") as full:
+        run = subprocess.run([sys.executable, "-c", program], stdout=full, stderr=subprocess.PIPE, text=True,
+                             cwd=REPO, timeout=60, env=buffered)
+    assert run.returncode == 120, run.stderr
+    assert "could not write the output" in run.stderr

@@ -7,7 +7,12 @@ with the package would hold tens of megabytes it never uses.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .source import makini_source
+
+__all__ = ["makini_source"]
 
 
 def __getattr__(name: str) -> Any:

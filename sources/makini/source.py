@@ -146,6 +146,7 @@ def entity_resource(
     return dlt.resource(
         read_entity,
         name=entity.table,
+        section="makini",  # the source's section, not this module's name
         primary_key=[CONNECTION_COLUMN, ID_COLUMN],
         write_disposition=MERGE,
     )()
