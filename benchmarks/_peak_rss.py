@@ -9,6 +9,7 @@ of the process's own memory since its exec.
 
 from __future__ import annotations
 
+import os
 import resource
 
 
@@ -21,3 +22,21 @@ def peak_rss_mb() -> float:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux; a fallback elsewhere
+
+
+def children_peak_rss_mb() -> float:
+    """The peak RSS of this process's children still running, summed (a sync's page workers
+    are gone by its end and counted apart; multiprocessing's resource tracker stays)."""
+    total = 0.0
+    try:
+        children = [pid for task in os.listdir("/proc/self/task")
+                    for pid in open(f"/proc/self/task/{task}/children").read().split()]
+    except OSError:
+        return 0.0
+    for pid in children:
+        try:
+            with open(f"/proc/{pid}/status") as status:
+                total += next((int(line.split()[1]) / 1024 for line in status if line.startswith("VmHWM:")), 0.0)
+        except OSError:
+            pass  # gone meanwhile
+    return total

@@ -3,7 +3,8 @@
     python benchmarks/sync_one.py --mode makini|rest_api --base-url URL --token T --db PATH
 
 Prints one JSON line: mode, records, seconds, records_per_s, peak_rss_mb (the
-process's own plus its page workers', worker_peak_rss_mb apart).
+process's own plus its page workers', worker_peak_rss_mb apart, plus any child still
+running at the end: multiprocessing's resource tracker, which the workers' pool starts).
 Env ``BENCH_ROWS_PER_LOAD`` sets makini-sync's rows per load package, for
 variants (``sync_variants.py 'r100k:BENCH_ROWS_PER_LOAD=100000'``), ``BENCH_CONVERSION_PROCESSES``
 its page workers (``sources/makini/page_workers.py``).
@@ -21,7 +22,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _peak_rss import peak_rss_mb  # noqa: E402
+from _peak_rss import children_peak_rss_mb, peak_rss_mb  # noqa: E402
 
 ENTITY_PATHS = ["purchase-orders", "work-orders", "assets", "inventory-items", "vendors"]
 
@@ -94,7 +95,8 @@ def main() -> None:
     args.no_checkpoints = args.no_checkpoints or args.mode == "makini_nockpt"
     records = run_rest_api(args) if args.mode == "rest_api" else run_makini(args)
     seconds = time.perf_counter() - started
-    peak_mb = peak_rss_mb() + WORKERS["peak_rss_mb"]  # the workers' memory counts as the sync's
+    # the workers' memory counts as the sync's, and so does any helper process still running
+    peak_mb = peak_rss_mb() + WORKERS["peak_rss_mb"] + children_peak_rss_mb()
     print(orjson.dumps({"mode": args.mode, "records": records, "seconds": round(seconds, 2),
                         "records_per_s": round(records / seconds) if seconds else 0,
                         "peak_rss_mb": round(peak_mb), "worker_peak_rss_mb": round(WORKERS["peak_rss_mb"]),
