@@ -11,9 +11,14 @@ import httpx
 import pytest
 
 from sources.makini.bookmark import parse_iso
+from sources.makini.client import RetryPolicy
 from sources.makini.errors import ConfigurationError
 from makini_sync.workers.naming import sync_pipeline_name
 from tests.sync_support import assert_exact, sync, warehouse_versions
+
+# a failing /sync-status is retried for the request budget or 20 s, whichever is shorter
+# (client.BRIEF_BUDGET_SECONDS), then falls back; 2 s keeps these tests from waiting 20 s each
+STATUS_FAILS_SOON = RetryPolicy(budget_seconds=2, base_backoff=0.01, max_backoff=0.05, max_retry_after=0.2)
 
 
 def _bookmarks(table: str) -> dict:
@@ -94,7 +99,7 @@ def test_a_status_without_a_bound_falls_back_to_the_lookback_with_one_warning(
     connection_id = fresh_sandbox.connections[0]["id"]
     fresh_sandbox.control.set_sync_status_answer(connection_id, answer)
     with caplog.at_level(logging.WARNING):
-        result = sync(db, fresh_sandbox)
+        result = sync(db, fresh_sandbox, retry_policy=STATUS_FAILS_SOON)
     assert result.ok
     assert_exact(db, fresh_sandbox)
     warnings = [r for r in caplog.records if "gave no completeness bound" in r.getMessage()]
@@ -145,6 +150,6 @@ def test_without_a_bound_the_last_one_read_still_caps_the_bookmark(fresh_sandbox
     fresh_sandbox.control.set_sync_status_answer(connection_id, "error")
     fresh_sandbox.control.advance_clock(3 * 86_400)
     fresh_sandbox.control.mutate(connection_id, "vendors", update=0.1, seed=8)
-    assert sync(db, fresh_sandbox, entities=["vendors"]).ok
+    assert sync(db, fresh_sandbox, entities=["vendors"], retry_policy=STATUS_FAILS_SOON).ok
     bookmark = parse_iso(_bookmarks("vendors")[connection_id]["modified_after"])
     assert bookmark <= last_bound - timedelta(days=1), (bookmark, last_bound)
