@@ -11,32 +11,34 @@ from __future__ import annotations
 
 import os
 import resource
+from typing import Optional
 
 
 def peak_rss_mb() -> float:
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024  # kB
-    except OSError:
-        pass
+    own = _high_water_mb("self")
+    if own is not None:
+        return own
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux; a fallback elsewhere
 
 
 def children_peak_rss_mb() -> float:
     """The peak RSS of this process's children still running, summed (a sync's page workers
     are gone by its end and counted apart; multiprocessing's resource tracker stays)."""
-    total = 0.0
     try:
         children = [pid for task in os.listdir("/proc/self/task")
                     for pid in open(f"/proc/self/task/{task}/children").read().split()]
     except OSError:
         return 0.0
-    for pid in children:
-        try:
-            with open(f"/proc/{pid}/status") as status:
-                total += next((int(line.split()[1]) / 1024 for line in status if line.startswith("VmHWM:")), 0.0)
-        except OSError:
-            pass  # gone meanwhile
-    return total
+    return sum(_high_water_mb(pid) or 0.0 for pid in children)
+
+
+def _high_water_mb(pid: str) -> Optional[float]:
+    """``VmHWM`` of /proc/<pid> in MB; None where there is none (gone, or not Linux)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return None

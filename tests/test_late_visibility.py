@@ -16,8 +16,8 @@ from sources.makini.errors import ConfigurationError
 from makini_sync.workers.naming import sync_pipeline_name
 from tests.sync_support import assert_exact, sync, warehouse_versions
 
-# a failing /sync-status is retried for the request budget or 20 s, whichever is shorter
-# (client.BRIEF_BUDGET_SECONDS), then falls back; 2 s keeps these tests from waiting 20 s each
+# a failing /sync-status is retried for the request budget or client.BRIEF_BUDGET_SECONDS,
+# whichever is shorter, then falls back: a short budget spares these tests the full wait
 STATUS_FAILS_SOON = RetryPolicy(budget_seconds=2, base_backoff=0.01, max_backoff=0.05, max_retry_after=0.2)
 
 
