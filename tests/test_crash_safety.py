@@ -23,7 +23,14 @@ SIZES = {"purchase-orders": 1200, "work-orders": 500, "assets": 600, "inventory-
 KILL_POINTS = int(os.environ.get("MAKINI_KILL_POINTS", "5"))  # every one hits a running sync; 40 for the harness
 
 
-def sync_process(sandbox, workdir: Path) -> subprocess.Popen:
+# The sync with the lifted read's planning off (sources/makini/lifted_read.py): the drifting
+# connection's pages are then refused and prepared in a page worker, the path a page takes
+# when the lifted read cannot plan for it.
+WITHOUT_LIFTED_READS = ("from sources.makini import lifted_read; lifted_read.learn = lambda *a, **k: None; "
+                        "import runpy; runpy.run_module('pipelines.sync', run_name='__main__')")
+
+
+def sync_process(sandbox, workdir: Path, lifted_reads: bool = True) -> subprocess.Popen:
     env = {
         **os.environ,
         "SOURCES__MAKINI__BASE_URL": sandbox.base_url,
@@ -32,8 +39,9 @@ def sync_process(sandbox, workdir: Path) -> subprocess.Popen:
         "DLT_DATA_DIR": str(workdir / "dlt"),
         "PYTHONPATH": str(REPO),
     }
+    command = ["-m", "pipelines.sync"] if lifted_reads else ["-c", WITHOUT_LIFTED_READS]
     return subprocess.Popen(
-        [sys.executable, "-m", "pipelines.sync", "--rows-per-load", "3000", "--no-progress"],
+        [sys.executable, *command, "--rows-per-load", "3000", "--no-progress"],
         cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
 
@@ -50,7 +58,8 @@ def served_total(sandbox) -> int:
 @pytest.mark.timeout(120 + 12 * KILL_POINTS)
 def test_killed_sync_reruns_exact_and_refetches_at_most_one_page_per_entity(tmp_path):
     rng = random.Random(20261128)
-    # one connection's pages go through Arrow's reader, the other's are refused and prepared in a page worker
+    # one connection's pages go through Arrow's reader, the other's drift: they are read by the
+    # lifted read, or, on every other kill point, refused and prepared in a page worker
     with Sandbox(seed=21, sizes=SIZES, connections=2, in_process=True, shapes=["default", "drift_int64"]) as sandbox:
         sandbox.control.set_faults(seed=1, slow_rate=1.0, slow_seconds=0.02)  # spread the walk out in time
         clean_dir = tmp_path / "clean"
@@ -71,7 +80,8 @@ def test_killed_sync_reruns_exact_and_refetches_at_most_one_page_per_entity(tmp_
         for point in range(KILL_POINTS):
             workdir = tmp_path / f"kill{point}"
             workdir.mkdir()
-            run = sync_process(sandbox, workdir)
+            lifted_reads = point % 2 == 1
+            run = sync_process(sandbox, workdir, lifted_reads)
             # from the first request to 90% of the clean run: through extraction, normalisation
             # and loads, with room for a rerun that is faster than the clean one
             kill_at = rng.uniform(first_request, 0.9 * duration)
@@ -88,7 +98,7 @@ def test_killed_sync_reruns_exact_and_refetches_at_most_one_page_per_entity(tmp_
             hits += killed_mid_sync
             kill_times.append((round(kill_at, 2), killed_mid_sync))
             before = list_requests(sandbox)
-            rerun = sync_process(sandbox, workdir)
+            rerun = sync_process(sandbox, workdir, lifted_reads)
             assert rerun.wait(timeout=300) == 0, rerun.stderr.read().decode()[-3000:]
             after = list_requests(sandbox)
             refetched = {k: before.get(k, 0) + after.get(k, 0) - n for k, n in pages.items()}
@@ -102,7 +112,8 @@ def test_killed_sync_reruns_exact_and_refetches_at_most_one_page_per_entity(tmp_
               f"mean {sum(refetched_per_rerun) / len(refetched_per_rerun):.2f}; clean run {duration:.1f}s "
               f"(first request at {first_request:.1f}s); reruns over the one-page bound: {len(over_bound)}; "
               f"kills with page workers running: {kills_beside_workers}")
-        # the drifting connection's pages go through a page worker: kills must have found one at work
+        # on the kill points without lifted reads the drifting connection's pages go through a
+        # page worker: kills must have found one at work
         assert kills_beside_workers, f"no kill found a page worker running: {kill_times}"
         # a kill that lands after the run ended (or before it asked for anything) proves nothing
         assert hits >= math.ceil(2 * KILL_POINTS / 3), \

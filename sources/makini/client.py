@@ -16,7 +16,7 @@ import functools
 import io
 import logging
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Optional, Union
 
 import msgspec
@@ -39,7 +39,7 @@ from .errors import (
     RetriesExhausted,
     error_for_status,
 )
-from . import cancellation, dlt_seam, exact_json
+from . import cancellation, dlt_seam, exact_json, lifted_read
 from .body_page import BodyPage, envelope, page_records, parsed_body
 from .breaker import Breaker
 from .pacing import Pacer
@@ -113,6 +113,30 @@ class PageSchemas:
         # per path, the array fields that become child tables (the walk says which);
         # every other array is stored as the JSON text the API sent
         self.child_fields: dict[str, frozenset] = {}
+        # per path, the key and version fields, which a lifted read never lifts (the walk says which)
+        self.key_fields: dict[str, frozenset] = {}
+        self._lift_plans: dict[str, lifted_read.LiftPlan] = {}
+
+    def planned(self, path: str) -> bool:
+        """Whether the path's pages are read with a lift plan (``read_lifted``)."""
+        return path in self._lift_plans
+
+    def read_lifted(self, path: str, content: bytes) -> Optional[pa.Table]:
+        """A page Arrow refused (fields that drift in type) read column-wise with the
+        path's lift plan, learned again from this page when it does not fit
+        (``lifted_read.py``); None when it cannot be read that way."""
+        plan = self._lift_plans.get(path)
+        if plan is not None:
+            table = lifted_read.read(content, plan)
+            if table is not None:
+                return table
+        plan = lifted_read.learn(content, self.child_fields.get(path, frozenset()),
+                                 self.key_fields.get(path, frozenset()), _read_typed)
+        if plan is None:
+            self._lift_plans.pop(path, None)
+            return None
+        self._lift_plans[path] = plan
+        return lifted_read.read(content, plan)
 
     def read(self, path: str, content: bytes) -> pa.Table:
         hint = self._schemas.get(path)
@@ -121,15 +145,21 @@ class PageSchemas:
             with contextlib.suppress(*ARROW_CAST_ERRORS):
                 table = _read_json(content, hint)
         if table is None or _has_timestamps(table.schema):
-            table = _read_json(content)
-            if _has_timestamps(table.schema):
-                table = _read_json(content, _strings_for_timestamps(table.schema))
+            table = _read_typed(content)
         hint = _without_nulls(table.schema)
         if hint is not None:
             self._schemas[path] = hint
         return table
 
 
+
+
+def _read_typed(content: bytes) -> pa.Table:
+    """The body as Arrow infers it, with text that looks like a timestamp kept as text."""
+    table = _read_json(content)
+    if _has_timestamps(table.schema):
+        table = _read_json(content, _strings_for_timestamps(table.schema))
+    return table
 
 
 def _read_json(content: bytes, schema: Optional[pa.Schema] = None) -> pa.Table:
@@ -202,10 +232,27 @@ def arrow_page(response: requests.Response, schemas: PageSchemas) -> Optional[Pa
         return None
     url = response.request.url if response.request is not None else None
     path = urlsplit(url).path if isinstance(url, str) else ""
+    child_fields = schemas.child_fields.get(path, frozenset())
+    planned = schemas.planned(path)
+    if planned:  # the walk's pages drift: Arrow alone would refuse this one too
+        page = _lifted_page(response, schemas, path, child_fields)
+        if page is not None:
+            return page
     try:
-        return _arrow_page(response, schemas.read(path, content), schemas.child_fields.get(path, frozenset()))
+        return _arrow_page(response, schemas.read(path, content), child_fields)
     except pa.ArrowException:  # any shape Arrow cannot read or take apart (some it fails on inside)
+        pass
+    return None if planned else _lifted_page(response, schemas, path, child_fields)
+
+
+def _lifted_page(response: requests.Response, schemas: PageSchemas, path: str,
+                 child_fields: frozenset) -> Optional[Page]:
+    try:
+        table = schemas.read_lifted(path, response.content)
+        page = None if table is None else _arrow_page(response, table, child_fields)
+    except pa.ArrowException:
         return None
+    return None if page is None else replace(page, path=f"{page.path}+lift")
 
 
 def _arrow_page(response: requests.Response, table: pa.Table, child_fields: frozenset) -> Optional[Page]:

@@ -16,7 +16,7 @@ from typing import Any, Mapping
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import exact_json
+from . import exact_json, lifted_read
 from .column_kinds import ARROW_CAST_ERRORS, KIND_TYPES, TIMESTAMP, ColumnKinds, Origin
 from .errors import MalformedResponse
 from .settings import (
@@ -275,25 +275,33 @@ class PageConverter:
 
     def convert_arrow(self, table: pa.Table, request_id: str | None = None) -> dict[str, pa.Table]:
         """A page Arrow's JSON reader parsed (``client.arrow_page``); a page it cannot
-        vouch for takes the checked path through ``convert``."""
-        if not self._arrow_usable(table):
+        vouch for takes the checked path through ``convert``. Binary columns are fields
+        lifted as the JSON text the API sent (``lifted_read.py``): they are parsed and
+        typed as the row path does, beside the columns Arrow typed."""
+        if not self._arrow_usable(table) or (self.documents and _holds_lifted(table.schema)):
             return self._convert_listed(table, request_id)
         self.stayed_columnar, self.children_by_row = True, False
         for field_name in JSON_FIELDS & set(table.column_names):
             column = table[field_name]
             if not pa.types.is_string(column.type):
                 table = table.set_column(table.schema.get_field_index(field_name), field_name, _json_column(column))
+        lifted = [field.name for field in table.schema if lifted_read.is_raw(field.type)]
+        splits: dict[str, dict[str, list[pa.Array]]] = {}
         try:
-            tables = self._from_arrow(table)
+            tables = self._from_arrow(table.drop_columns(lifted), splits)
+            if lifted:
+                pulled = {name: lifted_read.raw_values(table[name]) for name in lifted}
+                tables[self.entity.table], splits[self.entity.table] = self._with_pulled(tables[self.entity.table],
+                                                                                         pulled)
         except (_ColumnarRefused, *ARROW_CAST_ERRORS):  # refused on purpose, or data Arrow cannot take
             return self._convert_listed(table, request_id)
         return {
-            name: self._final_types(name, t, request_id)
+            name: self._final_types(name, t, request_id, splits.get(name))
             for name, t in tables.items()
         }
 
     def _convert_listed(self, table: pa.Table, request_id: str | None) -> dict[str, pa.Table]:
-        tables = self.convert(table.to_pylist(), request_id)
+        tables = self.convert(_listed(table, frozenset(c.field for c in self.entity.children)), request_id)
         self.stayed_columnar = False
         return tables
 
@@ -319,7 +327,7 @@ class PageConverter:
             raise _ColumnarRefused("an array inside an object that Arrow would not print back as sent")
         return self._from_arrow(pa.Table.from_struct_array(array))
 
-    def _from_arrow(self, table: pa.Table) -> dict[str, pa.Table]:
+    def _from_arrow(self, table: pa.Table, splits: dict | None = None) -> dict[str, pa.Table]:
         table = table.rename_columns([self._renames.get(n, n) for n in table.column_names])
         if not pa.types.is_string(table.schema.field(ID_COLUMN).type):
             table = table.set_column(table.schema.get_field_index(ID_COLUMN), ID_COLUMN, table[ID_COLUMN].cast(pa.string()))
@@ -341,6 +349,9 @@ class PageConverter:
                     raise _ColumnarRefused("line items the row path converts")  # a null item is reported there
                 parents = pc.list_parent_indices(items)
                 rows = pa.Table.from_struct_array(flat)
+                lifted = [field.name for field in rows.schema if lifted_read.is_raw(field.type)]
+                if child.key in lifted:
+                    raise _ColumnarRefused("a child key that drifts in type")  # the row path numbers it
                 if rows.num_rows:
                     lines = pa.table({
                         CONNECTION_COLUMN: self._connection_column(rows.num_rows),
@@ -348,10 +359,15 @@ class PageConverter:
                         child.version_column: table[UPDATED_AT_COLUMN].take(parents),
                     })
                     for name in rows.column_names:
-                        lines = lines.append_column(name, rows[name])
+                        if name not in lifted:
+                            lines = lines.append_column(name, rows[name])
                     starts = items.offsets.take(parents).cast(pa.int64())
                     positions = pc.add(pc.subtract(pa.array(range(rows.num_rows), pa.int64()), starts), 1)
-                    tables[child.table] = _numbered(_flatten_structs(lines), child.key, positions)
+                    pulled = {name: lifted_read.raw_values(rows[name]) for name in lifted}
+                    lines, lifted_splits = _with_pulled_fields(_flatten_structs(lines), pulled, {})
+                    tables[child.table] = _numbered(lines, child.key, positions)
+                    if lifted_splits and splits is not None:
+                        splits[child.table] = lifted_splits
         table = table.add_column(0, CONNECTION_COLUMN, self._connection_column(table.num_rows))
         return {self.entity.table: _flatten_structs(table), **tables}
 
@@ -711,6 +727,29 @@ def _json_objects(objects: pa.StructArray) -> pa.Array | None:
 
 
 _ABSENT = object()  # a pulled field the record did not have
+
+
+def _holds_lifted(schema: pa.Schema) -> bool:
+    return any(lifted_read.is_raw(field.type) or (pa.types.is_list(field.type) and pa.types.is_struct(
+        field.type.value_type) and any(lifted_read.is_raw(inner.type) for inner in field.type.value_type))
+        for field in schema)
+
+
+def _listed(table: pa.Table, child_fields: frozenset) -> list[dict]:
+    """The page's records as Python objects, lifted fields (``lifted_read.py``) parsed."""
+    records = table.to_pylist()
+    for field in table.schema:
+        if lifted_read.is_raw(field.type):
+            for record, value in zip(records, lifted_read.raw_values(table[field.name]), strict=True):
+                record[field.name] = value
+        elif field.name in child_fields and pa.types.is_list(field.type) and pa.types.is_struct(field.type.value_type):
+            for inner in field.type.value_type:
+                if lifted_read.is_raw(inner.type):
+                    items = [item for record in records for item in record.get(field.name) or ()]
+                    values = lifted_read.raw_values(pa.array([item[inner.name] for item in items], inner.type))
+                    for item, value in zip(items, values, strict=True):
+                        item[inner.name] = value
+    return records
 
 
 def _put_back(records: list, pulled: dict[str, list]) -> None:
