@@ -27,6 +27,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterator, Optional, Union
 
+import pyarrow as pa
+
 from .body_page import BodyPage
 from .records import PageConverter, Prepared
 from .spool import SpooledPage
@@ -149,7 +151,7 @@ class PageWorkers:
                     # spawned, not forked: the sync's process runs threads, which a fork would copy mid-step
                     self._executor = concurrent.futures.ProcessPoolExecutor(
                         self.processes, mp_context=multiprocessing.get_context("spawn"),
-                        initializer=_leave_with_parent)
+                        initializer=_start_worker)
                     self._executor.submit(_started).add_done_callback(self._on_started)
                 except Exception as exc:  # noqa: BLE001 - no process to be had (a limit, memory): the usual path
                     self._fail(exc)
@@ -211,6 +213,14 @@ def _finished(page: SpooledPage, preparing: Optional[Preparing]) -> SpooledPage:
 
 def _started() -> bool:
     return True
+
+
+def _start_worker() -> None:
+    """In a worker: freed memory goes back to the system, as in the sync's process
+    (``makini_sync/run/sync.release_memory_eagerly``: Arrow's default pool keeps it), and
+    the worker leaves with its parent."""
+    pa.set_memory_pool(pa.system_memory_pool())
+    _leave_with_parent()
 
 
 def _leave_with_parent() -> None:
