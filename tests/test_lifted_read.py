@@ -103,3 +103,51 @@ def test_integers_beyond_64_bits_are_lifted_exact(schemas):
     rows = records_of(lifted(schemas, content))
     assert [r["erp_doc_id"] for r in rows] == [str(2**70 + 1).encode(), b"5"]
     assert lifted_read.raw_values(pa.array([r["erp_doc_id"] for r in rows], lifted_read.RAW_TYPE)) == [2**70 + 1, 5]
+
+
+def test_free_form_json_sent_as_text_stays_that_text(schemas):
+    content = body([order(1, custom_fields={"a": 1}), order("PO-2", custom_fields="plain text"),
+                    order(3, custom_fields=None)])
+    rows = records_of(lifted(schemas, content))
+    assert [r["custom_fields"] for r in rows] == ['{"a":1}', "plain text", None]
+
+
+def test_a_page_nested_deeper_than_msgspec_reads_is_left_to_the_whole_parse(schemas):
+    deep = 1010  # within orjson's depth, beyond msgspec's
+    content = body([order(1, note="[" * deep + "]" * deep), order("PO-2")]).replace(
+        b'"' + b"[" * deep + b"]" * deep + b'"', b"[" * deep + b"]" * deep)
+    assert schemas.read_lifted(PATH, content) is None  # orjson parses it, or names what is wrong
+
+
+def test_a_lifted_value_that_is_not_utf8_is_left_to_the_whole_parse(schemas):
+    content = body([order(1, note=5), order("PO-2", note="xyz")]).replace(b'"xyz"', b'"\xff\xfe"')
+    assert schemas.read_lifted(PATH, content) is None  # the whole parse refuses it, naming the request
+
+
+def test_a_path_the_walk_did_not_name_is_never_read_lifted():
+    # a document store's walk gives no key fields: its records are kept as sent, not as Arrow types them
+    schemas = PageSchemas()
+    schemas.child_fields[PATH] = CHILDREN
+    assert schemas.read_lifted(PATH, body([order(1), order("PO-2")])) is None
+
+
+def test_a_document_store_gets_drifting_pages_parsed_whole(tmp_path, monkeypatch, mongo_uri):
+    """Documents keep the records as sent; Arrow's typing of the stable fields would change
+    them (an integer among floats inside an object stored as 60.0), so no page is read lifted."""
+    from tests.test_value_fidelity import MongoWarehouse
+
+    learned = []
+    learn = lifted_read.learn
+    monkeypatch.setattr(lifted_read, "learn", lambda *args: learned.append(args[0]) or learn(*args))
+    warehouse = MongoWarehouse(tmp_path, monkeypatch, mongo_uri)
+    monkeypatch.chdir(tmp_path)
+    try:
+        sizes = {"purchase-orders": 500, "work-orders": 100, "assets": 100, "inventory-items": 100, "vendors": 100}
+        with Sandbox(seed=97, sizes=sizes, connections=1, shapes="drift_int64", in_process=True) as sandbox:
+            warehouse.fresh()
+            result = warehouse.sync(sandbox)
+        assert result.ok, result.report.failures
+        assert sum(result.report.records.values()) == 900
+        assert not learned, f"{len(learned)} page(s) read lifted for a document store"
+    finally:
+        warehouse.close()

@@ -113,7 +113,9 @@ class PageSchemas:
         # per path, the array fields that become child tables (the walk says which);
         # every other array is stored as the JSON text the API sent
         self.child_fields: dict[str, frozenset] = {}
-        # per path, the key and version fields, which a lifted read never lifts (the walk says which)
+        # per path, the key and version fields, which a lifted read never lifts; a path is read
+        # lifted only once the walk gave them (a document store's walk does not: it keeps the
+        # records as sent, which Arrow's typing of them would change)
         self.key_fields: dict[str, frozenset] = {}
         self._lift_plans: dict[str, lifted_read.LiftPlan] = {}
 
@@ -125,6 +127,8 @@ class PageSchemas:
         """A page Arrow refused (fields that drift in type) read column-wise with the
         path's lift plan, learned again from this page when it does not fit
         (``lifted_read.py``); None when it cannot be read that way."""
+        if path not in self.key_fields:
+            return None
         plan = self._lift_plans.get(path)
         if plan is not None:
             table = lifted_read.read(content, plan)

@@ -71,8 +71,8 @@ def learn(content: bytes, child_fields: frozenset, key_fields: frozenset,
     try:
         records = _BODY.decode(content).data
         kinds, item_kinds = _kinds(records, child_fields)
-    except (msgspec.DecodeError, msgspec.ValidationError, _NotAPlan):
-        return None
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, _NotAPlan):
+        return None  # RecursionError: nesting deeper than msgspec goes (orjson's parse reports it)
     lifted = tuple(name for name, found in kinds.items() if name in JSON_FIELDS or _drifts(found))
     items = {field: tuple(name for name, found in named.items() if _drifts(found))
              for field, named in item_kinds.items()}
@@ -83,7 +83,7 @@ def learn(content: bytes, child_fields: frozenset, key_fields: frozenset,
         return None  # free-form JSON inside items takes the row path (records._row_path_decides)
     try:
         stable = read_json(_without(records, set(lifted), items))
-    except pa.ArrowException:
+    except (pa.ArrowException, msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         return None
     record_type = _record_type(stable.schema)
     if record_type is None:
@@ -102,7 +102,7 @@ def read(content: bytes, plan: LiftPlan) -> Optional[pa.Table]:
             io.BytesIO(content), read_options=pa_json.ReadOptions(block_size=len(content) + 1),
             parse_options=pa_json.ParseOptions(explicit_schema=plan.schema, unexpected_field_behavior="ignore"))
         decoded = plan.decoder.decode(content).data
-    except (pa.ArrowException, msgspec.DecodeError, msgspec.ValidationError):
+    except (pa.ArrowException, msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         return None
     if body.num_rows != 1:
         return None
@@ -124,9 +124,14 @@ def read(content: bytes, plan: LiftPlan) -> Optional[pa.Table]:
             if arrays[index] is None:
                 return None
     for position, name in enumerate(plan.lifted):
-        raws = [getattr(record, f"lifted{position}") for record in decoded]
+        lifted = _raw_array([getattr(record, f"lifted{position}") for record in decoded])
+        if lifted is None:
+            return None
         names.append(name)
-        arrays.append(_json_text(raws) if name in JSON_FIELDS else _raw_array(raws))
+        try:
+            arrays.append(_json_text(lifted) if name in JSON_FIELDS else lifted)
+        except (ValueError, RecursionError):  # a value the whole parse refuses too, and reports
+            return None
     rows = pa.StructArray.from_arrays(arrays, names=names)
     return pa.table({"data": pa.ListArray.from_arrays(pa.array([0, len(rows)], pa.int32()), rows),
                      **{name: body[name] for name, _ in _PAGING}})
@@ -154,7 +159,7 @@ def _kinds(records: list[dict], child_fields: frozenset) -> tuple[dict[str, set]
             if name in child_fields:
                 try:
                     items = _ITEMS.decode(raw)
-                except (msgspec.DecodeError, msgspec.ValidationError):
+                except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
                     raise _NotAPlan(name) from None
                 named = item_kinds.setdefault(name, {})
                 for item in items or ():
@@ -260,7 +265,10 @@ def _with_lifted_items(items: pa.Array, owned: list, names: tuple[str, ...]) -> 
     arrays = flat.flatten()
     fields = [field.name for field in flat.type]
     for position, name in enumerate(names):
-        arrays.append(_raw_array([getattr(item, f"lifted{position}") for item in every]))
+        lifted = _raw_array([getattr(item, f"lifted{position}") for item in every])
+        if lifted is None:
+            return None
+        arrays.append(lifted)
         fields.append(name)
     objects = pa.StructArray.from_arrays(arrays, names=fields) if arrays else None
     if objects is None:
@@ -269,11 +277,19 @@ def _with_lifted_items(items: pa.Array, owned: list, names: tuple[str, ...]) -> 
     return pa.ListArray.from_arrays(offsets, objects, mask=items.is_null())
 
 
-def _raw_array(raws: list) -> pa.Array:
-    return pa.array([None if (text := bytes(raw)) == b"null" else text for raw in raws], RAW_TYPE)
+def _raw_array(raws: list) -> Optional[pa.Array]:
+    """The raw texts as a binary column; None when one is not UTF-8 (msgspec does not check the
+    bytes of a raw value, and a page the whole parse would refuse must not be spooled)."""
+    array = pa.array([None if (text := bytes(raw)) == b"null" else text for raw in raws], RAW_TYPE)
+    try:
+        array.cast(pa.string())  # checks the UTF-8 in C++
+    except pa.ArrowInvalid:
+        return None
+    return array
 
 
-def _json_text(raws: list) -> pa.Array:
-    """Free-form JSON fields as the text every path stores (``records.json_text``)."""
-    values = raw_values(_raw_array(raws))
-    return pa.array([None if value is None else exact_json.dumps(value).decode() for value in values], pa.string())
+def _json_text(lifted: pa.Array) -> pa.Array:
+    """Free-form JSON fields as the text every path stores (``PageConverter._validate``):
+    text as it is, anything else printed by ``records.json_text``'s rules."""
+    return pa.array([value if value is None or isinstance(value, str) else exact_json.dumps(value).decode()
+                     for value in raw_values(lifted)], pa.string())

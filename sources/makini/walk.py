@@ -159,8 +159,9 @@ class EntityWalk:
                 return  # the last page was already spooled
             paginator = MakiniCursorPaginator(resume_cursor=resume)
             connection.client.page_schemas.child_fields[entity.path] = frozenset(c.field for c in entity.children)
-            connection.client.page_schemas.key_fields[entity.path] = frozenset(
-                {entity.primary_key, entity.updated_at, entity.deleted_at})
+            if not self.documents:
+                connection.client.page_schemas.key_fields[entity.path] = frozenset(
+                    {entity.primary_key, entity.updated_at, entity.deleted_at})
             connection.client.bodies_kept = True  # parsed in ready_to_use, on this thread or in a worker
 
             def live() -> Iterator[SpooledPage]:
