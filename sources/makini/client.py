@@ -134,8 +134,8 @@ class PageSchemas:
             table = lifted_read.read(content, plan)
             if table is not None:
                 return table
-        plan = lifted_read.learn(content, self.child_fields.get(path, frozenset()),
-                                 self.key_fields.get(path, frozenset()), _read_typed)
+        plan = lifted_read.learn(content, self.child_fields.get(path, frozenset()), self.key_fields[path],
+                                 _read_typed)
         if plan is None:
             self._lift_plans.pop(path, None)
             return None

@@ -214,39 +214,28 @@ def _record_type(schema: pa.Schema) -> Optional[pa.StructType]:
 
 def _plan(record_type: pa.StructType, lifted: tuple[str, ...], items: Mapping[str, tuple[str, ...]],
           child_fields: frozenset) -> Optional[LiftPlan]:
-    fields: list[tuple[str, Any, Any]] = []
-    renames: dict[str, str] = {}
-    for index, field in enumerate(record_type):
-        kind: Any = msgspec.Raw
-        default: Any = _NULL
-        if field.name in child_fields and pa.types.is_list(field.type) and pa.types.is_struct(field.type.value_type):
-            # items are objects the plan names, so a new item field makes the page not fit
-            kind = Optional[list[_strict_struct(field.type.value_type, items.get(field.name, ()))]]  # type: ignore[misc]
-            default = None
-        elif field.name in items:
-            return None  # items with lifted fields that Arrow did not type as objects
-        elif pa.types.is_struct(field.type):
-            kind, default = Optional[_strict_struct(field.type, ())], None
-        attr = f"stable{index}"
-        fields.append((attr, kind, default))
-        renames[attr] = field.name
-    for position, name in enumerate(lifted):
-        fields.append((f"lifted{position}", msgspec.Raw, _NULL))
-        renames[f"lifted{position}"] = name
-    record = msgspec.defstruct("LiftedRecord", fields, rename=renames, forbid_unknown_fields=True)
+    if any(record_type.get_field_index(field) < 0 or not _objects_in_list(record_type.field(field).type)
+           for field in items):
+        return None  # items with lifted fields that Arrow did not type as objects
+    record = _strict_struct(record_type, lifted, {field: items.get(field, ()) for field in child_fields})
     body = msgspec.defstruct("LiftedBody", [("data", list[record])])  # type: ignore[valid-type]
     schema = pa.schema([pa.field("data", pa.list_(record_type)), *_PAGING])
     return LiftPlan(schema, lifted, dict(items), msgspec.json.Decoder(body))
 
 
-def _strict_struct(kind: pa.StructType, lifted: Iterable[str]) -> type:
-    """A msgspec struct of an object's fields that refuses any other; nested objects alike."""
+def _strict_struct(kind: pa.StructType, lifted: Iterable[str],
+                   children: Mapping[str, tuple[str, ...]] = {}) -> type:
+    """A msgspec struct of an object's fields that refuses any other, nested objects and the
+    items of ``children`` (child field -> its items' lifted fields) alike; the stable fields
+    as ``stable<index>`` (their index in ``kind``), the lifted ones as ``lifted<position>``."""
     fields: list[tuple[str, Any, Any]] = []
     renames: dict[str, str] = {}
     for index, field in enumerate(kind):
         inner: Any = msgspec.Raw
         default: Any = _NULL
-        if pa.types.is_struct(field.type):
+        if field.name in children and _objects_in_list(field.type):
+            inner, default = Optional[list[_strict_struct(field.type.value_type, children[field.name])]], None  # type: ignore[misc]
+        elif pa.types.is_struct(field.type):
             inner, default = Optional[_strict_struct(field.type, ())], None
         fields.append((f"stable{index}", inner, default))
         renames[f"stable{index}"] = field.name
@@ -254,6 +243,10 @@ def _strict_struct(kind: pa.StructType, lifted: Iterable[str]) -> type:
         fields.append((f"lifted{position}", msgspec.Raw, _NULL))
         renames[f"lifted{position}"] = name
     return msgspec.defstruct("LiftedObject", fields, rename=renames, forbid_unknown_fields=True)
+
+
+def _objects_in_list(kind: pa.DataType) -> bool:
+    return pa.types.is_list(kind) and pa.types.is_struct(kind.value_type)
 
 
 def _with_lifted_items(items: pa.Array, owned: list, names: tuple[str, ...]) -> Optional[pa.Array]:
@@ -270,9 +263,7 @@ def _with_lifted_items(items: pa.Array, owned: list, names: tuple[str, ...]) -> 
             return None
         arrays.append(lifted)
         fields.append(name)
-    objects = pa.StructArray.from_arrays(arrays, names=fields) if arrays else None
-    if objects is None:
-        return None
+    objects = pa.StructArray.from_arrays(arrays, names=fields)
     offsets = pc.subtract(items.offsets, items.offsets[0]) if len(items.offsets) else items.offsets
     return pa.ListArray.from_arrays(offsets, objects, mask=items.is_null())
 

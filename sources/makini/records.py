@@ -278,7 +278,7 @@ class PageConverter:
         vouch for takes the checked path through ``convert``. Binary columns are fields
         lifted as the JSON text the API sent (``lifted_read.py``): they are parsed and
         typed as the row path does, beside the columns Arrow typed."""
-        if not self._arrow_usable(table) or (self.documents and _holds_lifted(table.schema)):
+        if not self._arrow_usable(table):
             return self._convert_listed(table, request_id)
         self.stayed_columnar, self.children_by_row = True, False
         for field_name in JSON_FIELDS & set(table.column_names):
@@ -727,12 +727,6 @@ def _json_objects(objects: pa.StructArray) -> pa.Array | None:
 
 
 _ABSENT = object()  # a pulled field the record did not have
-
-
-def _holds_lifted(schema: pa.Schema) -> bool:
-    return any(lifted_read.is_raw(field.type) or (pa.types.is_list(field.type) and pa.types.is_struct(
-        field.type.value_type) and any(lifted_read.is_raw(inner.type) for inner in field.type.value_type))
-        for field in schema)
 
 
 def _listed(table: pa.Table, child_fields: frozenset) -> list[dict]:
